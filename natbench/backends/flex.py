@@ -1,0 +1,164 @@
+"""flex: neighborhood attention as a FlexAttention block mask, compiled with torch.compile.
+
+The mask_mod computes NA_SEMANTICS.md's window rules per axis in tensor arithmetic; NAT's RPB is a score_mod reading the bias table (its indices are
+clamped because FlexAttention also evaluates score_mod on masked entries of partial blocks).
+Block masks are cached per geometry; the compiled kernel is cached by torch.compile per shape.
+The first call of a case compiles: the runner reports it apart from the timed calls.
+
+torch.compile recompiles flex_attention for every new shape, so this module raises dynamo's
+recompile limit and makes hitting it an error: a silent fall-back to the uncompiled path would
+report eager times as Flex times.
+"""
+
+from __future__ import annotations
+
+import shutil
+from functools import lru_cache
+
+import torch
+
+from natbench.backends.base import Backend, Bound, Capabilities, default_scale, heads_first
+from natbench.geometry import NAGeometry
+
+_RECOMPILE_LIMIT = 512
+
+
+@lru_cache(maxsize=1)
+def _compiled_flex():
+    from torch.nn.attention.flex_attention import flex_attention
+
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit,
+                                               _RECOMPILE_LIMIT)
+    torch._dynamo.config.fail_on_recompile_limit_hit = True
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def _axes(geometry: NAGeometry):
+    """Per axis: (length, token stride, kernel, dilation, stride, causal), first axis first."""
+    axes, token_stride = [], 1
+    for params in reversed(list(zip(geometry.resolution, geometry.kernel_size, geometry.dilation,
+                                    geometry.stride, geometry.is_causal))):
+        axes.append((params[0], token_stride, *params[1:]))
+        token_stride *= params[0]
+    return axes[::-1]
+
+
+def _window(qa, length, kernel, dilation, stride, causal):
+    """NA_SEMANTICS rules 1-4 as tensor arithmetic on query coordinates `qa`.
+
+    The terms that are constant for dilation 1 or stride 1 are left out in Python, not traced:
+    every extra integer op in the mask runs for every element of every partial block, and the
+    general form costs 2-3x on the CPU.
+    """
+    if dilation == 1:
+        group, local, group_len = 0, qa, length
+    else:
+        group, local = qa % dilation, qa // dilation
+        group_len = length // dilation + (group < length % dilation).to(qa.dtype)
+    if causal:
+        leader = local if stride == 1 else _minimum((local // stride) * stride + stride - 1,
+                                                    group_len - 1)
+        end = local + 1 if stride == 1 else _minimum(local + 1, group_len)
+        return group, (leader - kernel + 1).clamp(min=0), end
+    leader = local if stride == 1 else _minimum((local // stride) * stride + stride // 2,
+                                                group_len - 1)
+    first = _minimum((leader - kernel // 2).clamp(min=0), group_len - kernel)
+    return group, first, first + kernel
+
+
+def _minimum(x, bound):
+    """min(x, bound) for a tensor x and an int or tensor bound (constants are not traced)."""
+    return x.clamp(max=bound) if isinstance(bound, int) else torch.minimum(x, bound)
+
+
+def _coordinate(flat, length, token_stride, first_axis):
+    """An axis coordinate of flat token indices, without the ops that are identities."""
+    if token_stride > 1:
+        flat = flat // token_stride
+    return flat if first_axis else flat % length
+
+
+def na_mask_mod(geometry: NAGeometry):
+    axes = _axes(geometry)
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        allowed = None
+        for axis, (length, token_stride, kernel, dilation, stride, causal) in enumerate(axes):
+            qa = _coordinate(q_idx, length, token_stride, axis == 0)
+            ka = _coordinate(kv_idx, length, token_stride, axis == 0)
+            group, first, end = _window(qa, length, kernel, dilation, stride, causal)
+            if dilation == 1:
+                inside = (ka >= first) & (ka < end)
+            else:
+                key = ka // dilation
+                inside = (ka % dilation == group) & (key >= first) & (key < end)
+            allowed = inside if allowed is None else allowed & inside
+        return allowed
+
+    return mask_mod
+
+
+def rpb_score_mod(geometry: NAGeometry, rpb):
+    axes = _axes(geometry)
+    flat = rpb.reshape(rpb.shape[0], -1)
+
+    def score_mod(score, b, h, q_idx, kv_idx):
+        index = q_idx * 0
+        for axis, (length, token_stride, kernel, dilation, _, _) in enumerate(axes):
+            qa = _coordinate(q_idx, length, token_stride, axis == 0)
+            ka = _coordinate(kv_idx, length, token_stride, axis == 0)
+            offset = (ka // dilation - qa // dilation + kernel - 1).clamp(0, 2 * kernel - 2)
+            index = index * (2 * kernel - 1) + offset
+        return score + flat[h, index].to(score.dtype)
+
+    return score_mod
+
+
+@lru_cache(maxsize=16)
+def block_mask(geometry: NAGeometry, device: str):
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    n = geometry.tokens
+    return create_block_mask(na_mask_mod(geometry), None, None, n, n, device=device,
+                             _compile=True)
+
+
+class FlexBackend(Backend):
+    name = "flex"
+    summary = ("NA as a FlexAttention block mask (RPB as a score_mod), compiled with "
+               "torch.compile; compile time reported apart.")
+    caps = Capabilities(dtypes=frozenset({"float32", "bfloat16", "float16"}),
+                        backward_devices=frozenset({"cuda"}))
+    layout = "[B, heads, N, D]"
+
+    def unavailable_reason(self):
+        try:
+            import torch.nn.attention.flex_attention  # noqa: F401
+        except ImportError as error:
+            return f"this torch {torch.__version__} has no FlexAttention ({error}); use torch >= 2.5."
+        if shutil.which("c++") is None and shutil.which("g++") is None:
+            return "torch.compile needs a C++ compiler on the CPU and none is on PATH; install g++."
+        return None
+
+    def supports_extra(self, case):
+        if case.device == "cpu" and case.dtype == "float64":
+            return "FlexAttention on the CPU runs float32, bfloat16 and float16 only."
+        return None
+
+    def _run(self, qh, kh, vh, case, rpb, scale):
+        score_mod = None if rpb is None else rpb_score_mod(case.geometry, rpb)
+        return _compiled_flex()(qh, kh, vh, score_mod=score_mod,
+                                block_mask=block_mask(case.geometry, str(qh.device)),
+                                scale=default_scale(qh.shape[-1], scale))
+
+    def forward(self, q, k, v, case, rpb=None, scale=None):
+        out = self._run(*(heads_first(t) for t in (q, k, v)), case, rpb, scale)
+        return out.transpose(1, 2).reshape(*q.shape[:-1], v.shape[-1])
+
+    def bind(self, case, q, k, v, rpb=None, scale=None):
+        qh, kh, vh = (heads_first(t).contiguous().detach().requires_grad_(t.requires_grad)
+                      for t in (q, k, v))
+        block_mask(case.geometry, str(q.device))  # built outside timing
+        return Bound(fn=lambda: self._run(qh, kh, vh, case, rpb, scale),
+                     unpack=lambda out: out.transpose(1, 2).reshape(*q.shape[:-1], v.shape[-1]),
+                     leaves=[t for t in (qh, kh, vh, rpb) if t is not None])

@@ -1,0 +1,115 @@
+"""Case: one benchmark problem, frozen. Pure Python: no torch, so suites expand fast."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from math import prod
+
+from natbench.dtypes import canonical_dtype
+from natbench.errors import InvalidProblemError
+from natbench.flops import PASS_MULTIPLIER, full_forward_flops, na_forward_flops, wsa_forward_flops
+from natbench.geometry import NAGeometry, as_tuple
+
+PASSES = tuple(PASS_MULTIPLIER)
+DEVICES = ("cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One problem: shapes, geometry, dtype, device and pass. Per-axis fields are tuples."""
+
+    rank: int
+    batch: int
+    heads: int
+    head_dim: int
+    resolution: tuple[int, ...]
+    kernel_size: tuple[int, ...]
+    dilation: tuple[int, ...] = ()
+    stride: tuple[int, ...] = ()
+    is_causal: tuple[bool, ...] = ()
+    rpb: bool = False
+    dtype: str = "float32"
+    device: str = "cpu"
+    pass_: str = "fwd"
+
+    @classmethod
+    def build(cls, rank: int, batch: int, heads: int, head_dim: int, resolution, kernel_size,
+              dilation=1, stride=1, is_causal=False, rpb=False, dtype="float32", device="cpu",
+              pass_="fwd") -> Case:
+        """Broadcast ints to per-axis tuples and canonicalise names; does not validate geometry."""
+        rank = int(rank)
+        if rank not in (1, 2, 3):
+            raise InvalidProblemError(f"rank {rank} is not 1, 2 or 3; use rank = 1, 2 or 3.")
+        if pass_ not in PASSES:
+            raise InvalidProblemError(f"pass {pass_!r} is not one of {', '.join(PASSES)}.")
+        if device not in DEVICES:
+            raise InvalidProblemError(f"device {device!r} is not one of {', '.join(DEVICES)}.")
+        for name, value in (("batch", batch), ("heads", heads), ("head_dim", head_dim)):
+            if int(value) < 1:
+                raise InvalidProblemError(f"{name} {value} < 1; use a positive {name}.")
+
+        def ints(value, name):
+            return tuple(int(x) for x in as_tuple(value, rank, name))
+
+        return cls(rank=rank, batch=int(batch), heads=int(heads), head_dim=int(head_dim),
+                   resolution=ints(resolution, "resolution"),
+                   kernel_size=ints(kernel_size, "kernel_size"),
+                   dilation=ints(dilation, "dilation"), stride=ints(stride, "stride"),
+                   is_causal=tuple(bool(x) for x in as_tuple(is_causal, rank, "is_causal")),
+                   rpb=bool(rpb), dtype=canonical_dtype(dtype), device=device, pass_=pass_)
+
+    @property
+    def geometry(self) -> NAGeometry:
+        return NAGeometry(self.resolution, self.kernel_size, self.dilation, self.stride,
+                          self.is_causal)
+
+    @property
+    def tokens(self) -> int:
+        return prod(self.resolution)
+
+    @property
+    def needs_backward(self) -> bool:
+        return self.pass_ != "fwd"
+
+    def validate(self) -> None:
+        """Raise InvalidProblemError if no correct NA implementation could run this case."""
+        self.geometry.validate(rpb=self.rpb)
+
+    def with_(self, **changes) -> Case:
+        return replace(self, **changes)
+
+    def flops(self, op: str = "na") -> int:
+        """FLOPs of this case's pass for an operator: 'na', 'wsa' (window = kernel) or 'full'."""
+        if op == "na":
+            forward = na_forward_flops(self.batch, self.heads, self.geometry, self.head_dim)
+        elif op == "wsa":
+            forward = wsa_forward_flops(self.batch, self.heads, self.resolution, self.kernel_size,
+                                        self.head_dim)[0]
+        elif op == "full":
+            forward = full_forward_flops(self.batch, self.heads, self.resolution, self.head_dim)
+        else:
+            raise ValueError(f"unknown operator {op!r}")
+        return forward * PASS_MULTIPLIER[self.pass_]
+
+    def to_record(self) -> dict:
+        """Flat fields for a results row: per-axis tuples become lists, `pass_` becomes `pass`."""
+        record = asdict(self)
+        record["pass"] = record.pop("pass_")
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in record.items()}
+
+    @classmethod
+    def from_record(cls, record: dict) -> Case:
+        names = {f.name for f in fields(cls)} - {"pass_"}
+        values = {k: record[k] for k in names if k in record}
+        return cls.build(pass_=record.get("pass", "fwd"), **values)
+
+    @property
+    def key(self) -> str:
+        """A stable identifier of the problem (not of the backend) for resume and compare."""
+        def axes(values):
+            return "x".join(str(int(v)) for v in values)
+
+        causal = axes(self.is_causal) if any(self.is_causal) else "0"
+        return (f"r{self.rank}-b{self.batch}-h{self.heads}-d{self.head_dim}-s{axes(self.resolution)}"
+                f"-k{axes(self.kernel_size)}-dil{axes(self.dilation)}-st{axes(self.stride)}"
+                f"-c{causal}-rpb{int(self.rpb)}-{self.dtype}-{self.device}-{self.pass_}")
