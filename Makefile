@@ -4,7 +4,7 @@ PIP = $(PYTHON) -m pip --disable-pip-version-check
 TORCH_VERSION ?= 2.13.0
 NATTEN_VERSION ?= 0.21.7
 
-.PHONY: install natten-lib run bench-ops test
+.PHONY: install natten-lib run test
 
 # torch first, pinned, and only when absent: an unpinned torch would pull the CUDA build.
 install:
@@ -16,10 +16,9 @@ natten-lib: install
 	@$(PYTHON) -c "import natten" 2>/dev/null || $(PIP) install -q --no-build-isolation \
 		natten==$(NATTEN_VERSION) || echo "natten-lib stays unavailable: NATTEN did not install"
 
-run: natten-lib bench-ops
-
-bench-ops:
-	$(PYTHON) scripts/bench_ops.py
+# The main job: the kernel-size sweep on the best device here (CUDA when present, else CPU).
+run: natten-lib
+	natbench run --suite kernel-sizes --device auto
 
 # pytest exits 5 when it collected no test: that is a failure of the suite, not a pass.
 test: natten-lib

@@ -1,21 +1,28 @@
 """torch: neighborhood attention in plain PyTorch ops, on any device, with autograd.
 
-Per geometry it builds (once, cached) an index table [N, prod(K)] of every query's keys, then
-gathers the neighbours of all queries and runs two batched mat-vec products with a softmax in
-between. Peak extra memory of a forward without autograd, in bytes (e = element size, N = tokens,
-Kn = prod(K), the output included):
+Queries are cut into tiles: per axis, up to `TILE` consecutive queries of one dilation group.
+Because a query's window moves by at most one key per query, a tile's keys all lie in a region
+of at most TILE + K - 1 keys per axis (more with stride). Each tile gathers its region once and
+runs a dense [tile, region] product, masked to each query's exact key set (NA_SEMANTICS.md),
+softmax, and a second product; outputs are gathered back to token order. The dense products
+do (TILE + K - 1)^r / K^r times the useful work, in exchange for large matmuls instead of
+per-query mat-vecs and no per-query copy of its keys. Index tables are cached per geometry.
 
-    e * B * heads * max(N * Kn * (D + 1) + 2 * N * D,      scores: gathered keys, logits,
-                        N * Kn * (Dv + 2) + 2 * N * Dv)    mix: gathered values, logits, softmax
+Peak extra memory of a forward without autograd, in bytes (e = element size, M = tiles x
+tile size >= N, R = region size, T = number of tiles; the output included), the largest of
+its three phases:
 
-plus the scaled head-major q and k (or v and the output). With autograd the gathered keys and
-values and the softmax stay alive for backward. The index tables (8 * N * Kn bytes for keys, as
-much again for bias indices with rpb, and a bool mask with causal axes) are cached per geometry
-and device and not counted.
+    e * B * heads * max(M*R + T*R*D + M*D + N*D,    scores: logits, key regions, query tiles
+                        2*M*R + T*R*Dv + M*Dv,      mix: logits, softmax, value regions, output
+                        M*R + M*Dv + 2*N*Dv)        untile: logits, tiled and final outputs
+
+`forward_peak_bytes` computes it; a test holds the measured peak to it. The cached tables (keys, query positions, a bool mask of M * R bytes,
+and M * R bias indices with rpb) are not counted.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
@@ -23,10 +30,12 @@ import torch
 from natbench.backends.base import Backend, Capabilities, default_scale
 from natbench.geometry import NAGeometry
 
+TILE = 8
 
-def axis_bounds(length: int, kernel: int, dilation: int, stride: int, causal: bool, device="cpu"):
+
+def axis_bounds(length: int, kernel: int, dilation: int, stride: int, causal: bool):
     """Per query on one axis: (dilation group, local index, first local key, end local key)."""
-    i = torch.arange(length, device=device)
+    i = torch.arange(length)
     group, local = i % dilation, i // dilation
     group_len = length // dilation + (group < length % dilation).long()
     if causal:
@@ -40,82 +49,136 @@ def axis_bounds(length: int, kernel: int, dilation: int, stride: int, causal: bo
     return group, local, first, end
 
 
-def _axis_index(length, kernel, dilation, stride, causal):
-    """[L, K] global key indices, validity, and NAT bias indices for one axis."""
-    group, local, first, end = axis_bounds(length, kernel, dilation, stride, causal)
-    keys_local = first[:, None] + torch.arange(kernel)
-    valid = keys_local < end[:, None]
-    keys_local = torch.minimum(keys_local, end[:, None] - 1)  # masked slots stay in range
-    keys = keys_local * dilation + group[:, None]
-    offset = keys_local - local[:, None] + kernel - 1
-    return keys, valid, offset
+@dataclass(frozen=True)
+class AxisTiles:
+    queries: torch.Tensor  # [tiles, T] global query index (padded slots repeat the last query)
+    keys: torch.Tensor  # [tiles, R] global key index (padded slots repeat the last key)
+    mask: torch.Tensor  # [tiles, T, R] query sees key
+    bias: torch.Tensor  # [tiles, T, R] NAT bias index (j' - i' + K - 1), clamped into range
+    position: torch.Tensor  # [L] flat (tile * T + slot) of each query
+
+
+def _axis_tiles(length, kernel, dilation, stride, causal) -> AxisTiles:
+    group, local, first, end = (t.tolist() for t in axis_bounds(length, kernel, dilation, stride,
+                                                                causal))
+    tiles = []
+    for g in range(dilation):
+        members = list(range(g, length, dilation))
+        for start in range(0, len(members), TILE):
+            queries = members[start:start + TILE]
+            low = min(first[i] for i in queries)
+            tiles.append((queries, low, max(end[i] for i in queries) - low))
+    size = max(len(q) for q, _, _ in tiles)
+    region = max(r for _, _, r in tiles)
+    queries = torch.tensor([q + [q[-1]] * (size - len(q)) for q, _, _ in tiles])
+    low = torch.tensor([lo for _, lo, _ in tiles])
+    span = torch.tensor([r for _, _, r in tiles])
+    slot = torch.arange(region)
+    key_local = low[:, None] + torch.minimum(slot, span[:, None] - 1)  # [tiles, R]
+    groups = torch.tensor(group)[queries[:, 0]]
+    keys = key_local * dilation + groups[:, None]
+    first_q, end_q, local_q = (torch.tensor(x)[queries] for x in (first, end, local))
+    candidate = key_local[:, None, :]  # [tiles, 1, R]
+    mask = ((slot < span[:, None])[:, None, :] & (candidate >= first_q[..., None])
+            & (candidate < end_q[..., None]))
+    bias = (candidate - local_q[..., None] + kernel - 1).clamp(0, 2 * kernel - 2)
+    position = torch.empty(length, dtype=torch.long)
+    for t, (members, _, _) in enumerate(tiles):
+        for s, i in enumerate(members):
+            position[i] = t * size + s
+    return AxisTiles(queries, keys, mask, bias, position)
+
+
+@dataclass(frozen=True)
+class Tables:
+    queries: torch.Tensor  # [tiles, M_tile]
+    keys: torch.Tensor  # [tiles, R]
+    mask: torch.Tensor  # [tiles, M_tile, R]
+    bias: torch.Tensor  # [tiles, M_tile, R]
+    position: torch.Tensor  # [N]
+
+
+def _combine(parts, rank, radix, dims):
+    """Mixed-radix sum over axes of per-axis tables, broadcast into one array per `dims`."""
+    total = torch.zeros((), dtype=parts[0].dtype)
+    for axis, part in enumerate(parts):
+        shape = [1] * (len(dims) * rank)
+        for d, size in enumerate(part.shape):
+            shape[dims[d] * rank + axis] = size
+        total = total * radix[axis] + part.view(shape)
+    return total
 
 
 @lru_cache(maxsize=32)
-def neighbor_tables(geometry: NAGeometry, device: str):
-    """(keys [N, Kn], valid [N, Kn] or None, bias index [N, Kn]) with row-major flat indices."""
+def tile_tables(geometry: NAGeometry, device: str) -> Tables:
     rank = geometry.rank
-    keys = bias = torch.zeros((), dtype=torch.long)
-    valid = torch.ones((), dtype=torch.bool)
-    for axis, params in enumerate(zip(geometry.resolution, geometry.kernel_size,
-                                      geometry.dilation, geometry.stride, geometry.is_causal)):
-        axis_keys, axis_valid, axis_offset = _axis_index(*params)
-        shape = [1] * (2 * rank)
-        shape[axis], shape[rank + axis] = params[0], params[1]
-        keys = keys * params[0] + axis_keys.view(shape)
-        bias = bias * (2 * params[1] - 1) + axis_offset.view(shape)
-        valid = valid & axis_valid.view(shape)
-    n, kn = geometry.tokens, geometry.window_keys
-    keys, bias, valid = keys.reshape(n, kn), bias.reshape(n, kn), valid.reshape(n, kn)
-    mask = None if bool(valid.all()) else valid.to(device)
-    return keys.to(device), mask, bias.to(device)
-
-
-def _scores(qh, kh, keys):
-    """[B, h, N, Kn] dot products of each query with its gathered keys."""
-    return (kh[:, :, keys] @ qh.unsqueeze(-1)).squeeze(-1)
-
-
-def _mix(attn, vh, keys):
-    """[B, h, N, Dv] softmax-weighted sum of each query's gathered values."""
-    return (attn.unsqueeze(-2) @ vh[:, :, keys]).squeeze(-2)
+    axes = [_axis_tiles(*p) for p in zip(geometry.resolution, geometry.kernel_size,
+                                           geometry.dilation, geometry.stride, geometry.is_causal)]
+    n_tiles = 1
+    for a in axes:
+        n_tiles *= a.queries.shape[0]
+    lengths = list(geometry.resolution)
+    queries = _combine([a.queries for a in axes], rank, lengths, (0, 1)).reshape(n_tiles, -1)
+    keys = _combine([a.keys for a in axes], rank, lengths, (0, 1)).reshape(n_tiles, -1)
+    mask = torch.ones((), dtype=torch.bool)
+    for axis, a in enumerate(axes):
+        shape = [1] * (3 * rank)
+        for d, size in enumerate(a.mask.shape):
+            shape[d * rank + axis] = size
+        mask = mask & a.mask.view(shape)
+    bias = _combine([a.bias for a in axes], rank, [2 * k - 1 for k in geometry.kernel_size],
+                    (0, 1, 2))
+    slots = [a.queries.shape[1] for a in axes]
+    tiles = [a.queries.shape[0] for a in axes]
+    tile_of = _combine([a.position // s for a, s in zip(axes, slots)], rank, tiles, (0,))
+    slot_of = _combine([a.position % s for a, s in zip(axes, slots)], rank, slots, (0,))
+    m_tile = queries.shape[1]
+    position = (tile_of * m_tile + slot_of).reshape(-1)
+    return Tables(queries.to(device), keys.to(device), mask.reshape(n_tiles, m_tile, -1).to(device),
+                  bias.reshape(n_tiles, m_tile, -1).to(device), position.to(device))
 
 
 def neighborhood_attention(q, k, v, geometry: NAGeometry, rpb=None, scale=None):
     """NA on public-layout tensors [B, *spatial, heads, D]; differentiable in q, k, v and rpb."""
     batch, *spatial, heads, head_dim = q.shape
-    keys, mask, bias_index = neighbor_tables(geometry, str(q.device))
-    n = keys.shape[0]
+    tables = tile_tables(geometry, str(q.device))
+    n = tables.position.shape[0]
 
     def head_major(t):
-        return t.reshape(batch, n, heads, t.shape[-1]).transpose(1, 2).contiguous()
+        return t.reshape(batch, n, heads, t.shape[-1]).transpose(1, 2)
 
-    logits = _scores(head_major(q) * default_scale(head_dim, scale), head_major(k), keys)
+    q_tiles = (head_major(q) * default_scale(head_dim, scale))[:, :, tables.queries]
+    logits = q_tiles @ head_major(k)[:, :, tables.keys].transpose(-1, -2)
+    del q_tiles
     if rpb is not None:
-        logits += rpb.reshape(heads, -1)[:, bias_index].to(logits.dtype)
-    if mask is not None:
-        logits.masked_fill_(~mask, float("-inf"))
-    out = _mix(torch.softmax(logits, dim=-1), head_major(v), keys)
+        logits += rpb.reshape(heads, -1)[:, tables.bias].to(logits.dtype)
+    logits.masked_fill_(~tables.mask, float("-inf"))
+    out = torch.softmax(logits, dim=-1) @ head_major(v)[:, :, tables.keys]
+    out = out.reshape(batch, heads, -1, v.shape[-1])[:, :, tables.position]
     return out.transpose(1, 2).reshape(batch, *spatial, heads, v.shape[-1])
 
 
 class TorchBackend(Backend):
     name = "torch"
-    summary = ("Pure-PyTorch NA: gathers each query's neighbours through a cached index table; "
-               "CPU and CUDA, autograd for q, k, v and rpb.")
+    summary = ("Pure-PyTorch NA: query tiles attend their key regions with dense matmuls, masked "
+               "to each query's window; CPU and CUDA, autograd for q, k, v and rpb.")
     caps = Capabilities()
 
     def forward(self, q, k, v, case, rpb=None, scale=None):
         return neighborhood_attention(q, k, v, case.geometry, rpb, scale)
 
     def bind(self, case, q, k, v, rpb=None, scale=None):
-        neighbor_tables(case.geometry, str(q.device))  # build the cached tables outside timing
+        tile_tables(case.geometry, str(q.device))  # build the cached tables outside timing
         return super().bind(case, q, k, v, rpb, scale)
 
 
 def forward_peak_bytes(case, element_size: int, head_dim_v: int | None = None) -> int:
     """The module docstring's peak-memory formula for a forward without autograd."""
-    n, kn, d = case.tokens, case.geometry.window_keys, case.head_dim
+    tables = tile_tables(case.geometry, "cpu")
+    tiles, m_tile, region = tables.mask.shape
+    m, n, d = tiles * m_tile, case.tokens, case.head_dim
     dv = d if head_dim_v is None else head_dim_v
-    per_head = max(n * kn * (d + 1) + 2 * n * d, n * kn * (dv + 2) + 2 * n * dv)
+    per_head = max(m * region + tiles * region * d + m * d + n * d,
+                   2 * m * region + tiles * region * dv + m * dv,
+                   m * region + m * dv + 2 * n * dv)
     return element_size * case.batch * case.heads * per_head

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from natbench.backends import get_backend
-from natbench.backends.torch_na import forward_peak_bytes, neighbor_tables
+from natbench.backends.torch_na import forward_peak_bytes, tile_tables
 from natbench.case import Case
 from natbench.dtypes import tolerance
 from natbench.memory import peak_cpu_bytes
@@ -104,10 +104,14 @@ def test_low_precision_error_within_twice_same_precision_reference(name, dtype):
     assert error <= allowed, f"{name} {dtype}: {error:.3g} > {allowed:.3g}"
 
 
-def test_torch_peak_memory_follows_its_docstring_formula():
-    case = Case.build(2, 1, 4, 32, (40, 44), 7)
+@pytest.mark.parametrize("case", [Case.build(2, 1, 4, 32, (40, 44), 7),
+                                  Case.build(2, 2, 2, 128, (24, 20), 3),
+                                  Case.build(1, 1, 3, 16, 300, 31),
+                                  Case.build(3, 1, 2, 32, (6, 9, 10), (3, 5, 3))],
+                         ids=["2d-k7", "2d-wide-head", "1d-k31", "3d"])
+def test_torch_peak_memory_follows_its_docstring_formula(case):
     q, k, v, _ = make_inputs(case)
-    neighbor_tables(case.geometry, "cpu")
+    tile_tables(case.geometry, "cpu")
     with torch.no_grad():
         measured = peak_cpu_bytes(lambda: get_backend("torch").forward(q, k, v, case))
     predicted = forward_peak_bytes(case, element_size=4)

@@ -1,0 +1,3 @@
+from natbench.cli import main
+
+main()

@@ -1,0 +1,48 @@
+"""The machine's attainable matmul FLOP/s and memory bandwidth, measured once per run.
+
+Every row's `pct_of_peak` divides its achieved FLOP/s by this run's matmul figure for the row's
+device and dtype; the roofline plot uses the bandwidth too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from natbench.timing import TimingPolicy, cpu_sampler, cuda_sampler, sample_adaptively
+
+_POLICY = TimingPolicy(warmup_s=0.2, min_samples=5, min_time_s=0.3, max_time_s=2.0,
+                       noise_target=0.02)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    device: str
+    dtype: str
+    matmul_size: int
+    matmul_flops_per_s: float
+    copy_bytes: int
+    bandwidth_bytes_per_s: float
+
+    def to_record(self) -> dict:
+        return {"record": "calibration", **self.__dict__}
+
+
+def calibrate(device: str, dtype: str) -> Calibration:
+    """Best-sample rates of an n x n matmul (2 n^3 FLOPs) and of a large copy (read + write)."""
+    import torch
+
+    from natbench.dtypes import torch_dtype
+
+    size = 4096 if device == "cuda" else 1024
+    copy_elements = (1 << 28 if device == "cuda" else 1 << 25)
+    a = torch.randn(size, size, device=device).to(torch_dtype(dtype))
+    b = torch.randn(size, size, device=device).to(torch_dtype(dtype))
+    src = torch.empty(copy_elements, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    sampler = cuda_sampler if device == "cuda" else cpu_sampler
+    matmul = sample_adaptively(sampler(lambda: a @ b), _POLICY).samples
+    copy = sample_adaptively(sampler(lambda: dst.copy_(src)), _POLICY).samples
+    return Calibration(device=device, dtype=dtype, matmul_size=size,
+                       matmul_flops_per_s=2 * size**3 / min(matmul),
+                       copy_bytes=2 * src.numel() * src.element_size(),
+                       bandwidth_bytes_per_s=2 * src.numel() * src.element_size() / min(copy))

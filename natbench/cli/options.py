@@ -1,0 +1,52 @@
+"""Options shared by the commands that run suites (run, verify, compare), and how they apply."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from natbench.errors import SuiteError
+
+Suite = Annotated[str, typer.Option("--suite", "-s", help="Suite name (see `natbench list`) or path to a .toml file.")]
+Backends = Annotated[Optional[str], typer.Option("--backend", "-b", help="Comma-separated backends; default: the suite's.")]
+Device = Annotated[str, typer.Option(help="cpu, cuda, or auto (CUDA when present, else CPU).")]
+Dtype = Annotated[Optional[str], typer.Option(help="Override the dtype axis, e.g. float16 or float32,bfloat16.")]
+Pass = Annotated[Optional[str], typer.Option("--pass", help="fwd, bwd or fwdbwd (comma-separated sweeps).")]
+Sets = Annotated[Optional[list[str]], typer.Option("--set", help="AXIS=v1,v2: override or sweep any axis; per-axis values as 56x48.")]
+MaxTime = Annotated[Optional[float], typer.Option(help="Hard maximum seconds of sampling per case and backend.")]
+Json = Annotated[bool, typer.Option("--json", help="Print JSON only, on stdout.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or notes; results only.")]
+
+
+def resolve_device(device: str) -> str:
+    if device not in ("cpu", "cuda", "auto"):
+        raise SuiteError(f"--device {device!r}: use cpu, cuda or auto.")
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def plan(suite_name: str, backends: str | None, device: str, dtype: str | None,
+         pass_: str | None, sets: list[str] | None):
+    """(suite with overrides, points, backend names, device) from the common options."""
+    from natbench import suite as suites
+    from natbench.backends import get_backend
+
+    suite = suites.load(suite_name)
+    overrides = dict(suites.parse_set(option) for option in sets or [])
+    device = resolve_device(device)
+    overrides["device"] = [device]
+    if dtype:
+        overrides["dtype"] = [d.strip() for d in dtype.split(",")]
+    if pass_:
+        overrides["pass"] = [p.strip() for p in pass_.split(",")]
+    suite = suite.with_overrides(overrides)
+    names = [b.strip() for b in backends.split(",")] if backends else list(suite.backends)
+    if not names:
+        raise SuiteError(f"{suite.where()} names no backends; pass --backend a,b.")
+    for name in names:
+        get_backend(name)  # unknown names fail now, with a suggestion
+    return suite, suite.expand(), names, device

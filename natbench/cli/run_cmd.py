@@ -1,0 +1,35 @@
+"""natbench run: sweep a suite across backends and record every measurement."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from natbench.cli import options
+
+
+def run(suite: options.Suite = "kernel-sizes", backend: options.Backends = None,
+        device: options.Device = "auto", dtype: options.Dtype = None,
+        pass_: options.Pass = None, set_: options.Sets = None,
+        out: Annotated[Optional[Path], typer.Option(help="Results file (JSON Lines); default under results/runs/.")] = None,
+        resume: Annotated[bool, typer.Option(help="Continue --out, skipping rows already in it.")] = False,
+        max_time: options.MaxTime = None,
+        json_: options.Json = False, quiet: options.Quiet = False) -> None:
+    """Run a suite: latency, memory, FLOPs and correctness per case and backend."""
+    from natbench.console import Sink
+    from natbench.env import RESULTS_DIR
+    from natbench.session import execute
+
+    sink = Sink(json_, quiet)
+    suite_obj, points, names, device_name = options.plan(suite, backend, device, dtype, pass_, set_)
+    if resume and out is None:
+        from natbench.errors import SuiteError
+
+        raise SuiteError("--resume needs --out FILE: the results file to continue.")
+    path = out or RESULTS_DIR / f"{suite_obj.name}-{device_name}-{datetime.now():%Y%m%d-%H%M%S}.jsonl"
+    results = execute(suite_obj, points, names, device_name, path, resume,
+                      suite_obj.policy(max_time_s=max_time), sink)
+    raise typer.Exit(0 if results else 1)

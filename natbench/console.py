@@ -1,0 +1,172 @@
+"""The only module that imports rich: progress, tables, and the --json / --quiet modes.
+
+Results go to stdout; progress, warnings and errors to stderr. With --json stdout carries JSON
+only.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+# Case fields that may vary across a suite, in display order, and their column titles.
+_CASE_COLUMNS = (("label", "label"), ("rank", "rank"), ("batch", "B"), ("heads", "heads"),
+                 ("head_dim", "D"), ("resolution", "map"), ("kernel_size", "K"),
+                 ("dilation", "dil"), ("stride", "stride"), ("is_causal", "causal"),
+                 ("rpb", "rpb"), ("dtype", "dtype"), ("device", "device"), ("pass", "pass"))
+
+
+class Sink:
+    """Where a command's output goes, according to --json and --quiet."""
+
+    def __init__(self, json_mode: bool = False, quiet: bool = False):
+        self.json_mode, self.quiet = json_mode, quiet
+
+    def info(self, message: str) -> None:
+        if not self.quiet and not self.json_mode:
+            err.print(message, highlight=False)
+
+    def warn(self, message: str) -> None:
+        err.print(f"[yellow]warning:[/] {message}", highlight=False)
+
+    def json(self, value) -> None:
+        print(json.dumps(value, default=str), flush=True)
+
+    def table(self, table: Table) -> None:
+        if not self.json_mode:
+            out.print(table)
+
+    @contextmanager
+    def progress(self, total: int):
+        """Yields update(description) to call once per finished step."""
+        if self.quiet or self.json_mode:
+            yield lambda description: None
+            return
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeRemainingColumn())
+        with Progress(*columns, console=err, transient=True) as progress:
+            task = progress.add_task("starting", total=total)
+
+            def update(description: str) -> None:
+                progress.update(task, advance=1, description=description)
+
+            yield update
+
+
+def error(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+
+
+def _axes(value) -> str:
+    if isinstance(value, list):
+        if all(v == value[0] for v in value):
+            value = value[0]
+        else:
+            return "x".join(str(int(v)) if isinstance(v, bool) else str(v) for v in value)
+    return str(value)
+
+
+def _varying(rows: list[dict]) -> list[tuple[str, str]]:
+    columns = []
+    for key, title in _CASE_COLUMNS:
+        values = {_axes(r.get(key)) for r in rows}
+        if len(values) > 1 or key in ("resolution", "kernel_size") or (key == "label" and values - {""}):
+            columns.append((key, title))
+    return columns
+
+
+def _scaled(value: float, units) -> str:
+    """`value` in the largest unit of `units` ((name, scale), descending) it reaches."""
+    for unit, scale in units[:-1]:
+        if value >= scale:
+            return f"{value / scale:.3g} {unit}"
+    unit, scale = units[-1]
+    return f"{value / scale:.3g} {unit}"
+
+
+def format_seconds(seconds: float) -> str:
+    return _scaled(seconds, (("s", 1.0), ("ms", 1e-3), ("us", 1e-6), ("ns", 1e-9)))
+
+
+def format_bytes(count: float | None) -> str:
+    if count is None:
+        return "-"
+    return _scaled(count, (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10), ("B", 1)))
+
+
+def cell(row: dict | None) -> str:
+    if row is None:
+        return "[dim]-[/]"
+    status = row["status"]
+    if status == "skipped":
+        return "[dim]skipped[/]"
+    if status in ("error", "oom"):
+        return f"[red]{status}[/]"
+    median = row["latency_ms_median"] * 1e-3
+    half = (row["latency_ms_ci_high"] - row["latency_ms_ci_low"]) / 2 / row["latency_ms_median"]
+    memory = f"\n[dim]{format_bytes(row.get('peak_memory_bytes'))}[/]"
+    text = f"{format_seconds(median)} ±{100 * half:.0f}%{memory}"
+    if status == "timeout":
+        text = f"[yellow]{format_seconds(median)} 1 call[/]{memory}"
+    if row.get("check") == "fail":
+        text = f"[bold red]WRONG[/] {text}"
+    return text
+
+
+def results_table(rows: list[dict], backends: list[str], title: str) -> Table:
+    """Backends side by side per case: median latency and its 95% CI half-width."""
+    columns = _varying(rows)
+    table = Table(title=title, title_justify="left")
+    for _, name in columns:
+        table.add_column(name)
+    for backend in backends:
+        table.add_column(backend, justify="right")
+    by_case: dict[str, dict[str, dict]] = {}
+    for row in rows:
+        by_case.setdefault(row["case_key"], {})[row["backend"]] = row
+    for cells in by_case.values():
+        first = next(iter(cells.values()))
+        table.add_row(*[_axes(first.get(key)) for key, _ in columns],
+                      *[cell(cells.get(b)) for b in backends])
+    return table
+
+
+def skip_reasons(rows: list[dict]) -> list[str]:
+    """One line per distinct (backend, reason) of skipped, failed or flagged rows."""
+    seen = {}
+    for row in rows:
+        if row["status"] != "ok" or row.get("check") == "fail":
+            reason = row.get("reason") or f"max abs error {row.get('max_abs_error'):.3g} > " \
+                                           f"tolerance {row.get('tolerance'):.3g}"
+            seen.setdefault((row["backend"], row["status"], reason), 0)
+            seen[(row["backend"], row["status"], reason)] += 1
+    return [f"{backend} {status} x{count}: {reason}" for (backend, status, reason), count in seen.items()]
+
+
+def noise_warning(rows: list[dict], limit: float = 0.10) -> str | None:
+    """One line on the rows whose IQR is a large share of their median, with a remedy."""
+    noisy = [(r["latency_ms_iqr"] / r["latency_ms_median"], r) for r in rows
+             if r["status"] == "ok" and r["latency_ms_median"] > 0
+             and r["latency_ms_iqr"] > limit * r["latency_ms_median"]]
+    if not noisy:
+        return None
+    share, worst = max(noisy, key=lambda pair: pair[0])
+    return (f"{len(noisy)} of {len(rows)} rows have an IQR over {100 * limit:.0f}% of their median "
+            f"(worst: {worst['backend']} on {worst['case_key']}, {100 * share:.0f}%); the machine "
+            f"is noisy: close other work or raise --max-time.")
+
+
+def key_value_table(values: dict, title: str) -> Table:
+    table = Table(title=title, title_justify="left", show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value")
+    for key, value in values.items():
+        table.add_row(key, json.dumps(value) if isinstance(value, (list, dict)) else str(value))
+    return table

@@ -1,0 +1,112 @@
+"""The environment header of every run: machine, GPU state, software versions, command.
+
+natbench never changes a GPU's clocks or settings: it reads them through NVML (nvidia-ml-py).
+All NATBENCH_* environment variables are read here.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from natbench import __version__
+
+DEBUG = os.environ.get("NATBENCH_DEBUG") == "1"
+RESULTS_DIR = Path(os.environ.get("NATBENCH_RESULTS_DIR", "results/runs"))
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_commit() -> str | None:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{commit}{'-dirty' if dirty else ''}" if commit else None
+
+
+def gpu_state(index: int = 0) -> dict:
+    """Name, driver, clocks, power, temperature and throttle reasons through NVML, or {} if none."""
+    try:
+        import pynvml
+    except ImportError:
+        return {"nvml": "nvidia-ml-py is not installed"}
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as error:
+        return {"nvml": f"unavailable: {error}"}
+    try:
+        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        clock = pynvml.nvmlDeviceGetClockInfo
+        reasons = pynvml.nvmlDeviceGetCurrentClocksEventReasons(handle)
+        return {
+            "gpu_name": pynvml.nvmlDeviceGetName(handle),
+            "driver_version": pynvml.nvmlSystemGetDriverVersion(),
+            "sm_clock_mhz": clock(handle, pynvml.NVML_CLOCK_SM),
+            "mem_clock_mhz": clock(handle, pynvml.NVML_CLOCK_MEM),
+            "max_sm_clock_mhz": pynvml.nvmlDeviceGetMaxClockInfo(handle, pynvml.NVML_CLOCK_SM),
+            "power_w": pynvml.nvmlDeviceGetPowerUsage(handle) / 1000,
+            "power_limit_w": pynvml.nvmlDeviceGetEnforcedPowerLimit(handle) / 1000,
+            "temperature_c": pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU),
+            "throttle_reasons": _throttle_names(pynvml, reasons),
+        }
+    except pynvml.NVMLError as error:
+        return {"nvml": f"error: {error}"}
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def _throttle_names(pynvml, mask: int) -> list[str]:
+    names = []
+    for attr in dir(pynvml):
+        if attr.startswith("nvmlClocksEventReason") and attr not in ("nvmlClocksEventReasonAll",
+                                                                    "nvmlClocksEventReasonNone"):
+            if mask & getattr(pynvml, attr):
+                names.append(attr.removeprefix("nvmlClocksEventReason"))
+    return sorted(names)
+
+
+def collect(device: str = "cpu", suite: str | None = None) -> dict:
+    """Everything a reader needs to trust or reproduce a run. Imports torch."""
+    import torch
+
+    env = {
+        "natbench_version": __version__,
+        "git_commit": git_commit(),
+        "python_version": platform.python_version(),
+        "torch_version": torch.__version__,
+        "cuda_version": torch.version.cuda,
+        "cudnn_version": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "platform": platform.platform(),
+        "hostname": platform.node(),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device_kind": device,
+        "gpu_name": None,
+    }
+    if device == "cuda" and torch.cuda.is_available():
+        env.update(gpu_state(torch.cuda.current_device()))
+        env["gpu_name"] = torch.cuda.get_device_name()
+    return {
+        "env": env,
+        "suite": suite,
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }

@@ -1,0 +1,202 @@
+"""Per case and backend: validate -> supports -> prepare -> check vs reference -> memory -> time.
+
+Every outcome is a row: an impossible case or an unsupported backend is `skipped` with its reason,
+an exception is `error`, an out-of-memory is `oom`, a call slower than the whole time budget is
+`timeout` (its one measured call is kept). A backend whose output is outside its dtype's tolerance
+keeps its timings but is flagged `check: fail`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from natbench.backends import get_backend, reference
+from natbench.case import Case
+from natbench.dtypes import tolerance, torch_dtype
+from natbench.errors import InvalidProblemError
+from natbench.memory import peak_bytes
+from natbench.stats import summarize
+from natbench.suite import Point
+from natbench.timing import TimingPolicy, cpu_sampler, cuda_sampler, sample_adaptively
+
+# Above this many logits (B * heads * N * N) the oracle checks a sample of query rows only.
+_ORACLE_FULL_LIMIT = 1 << 24
+_ORACLE_ROWS = 512
+
+
+@dataclass
+class RunContext:
+    policy: TimingPolicy
+    calibrations: dict = field(default_factory=dict)  # (device, dtype) -> Calibration
+    seed: int = 0
+    _oracle: dict = field(default_factory=dict)
+
+
+def make_inputs(case: Case, seed: int = 0):
+    """q, k, v (and NAT's rpb table when the case has one), N(0, 1), on the case's device."""
+    generator = torch.Generator().manual_seed(seed)
+    shape = (case.batch, *case.resolution, case.heads, case.head_dim)
+    dtype = torch_dtype(case.dtype)
+    tensors = [torch.randn(shape, generator=generator) for _ in range(3)]
+    if case.rpb:
+        tensors.append(torch.randn(case.heads, *(2 * k - 1 for k in case.kernel_size),
+                                   generator=generator))
+    else:
+        tensors.append(None)
+    return [None if t is None else t.to(case.device, dtype).requires_grad_(case.needs_backward)
+            for t in tensors]
+
+
+def oracle_rows(case: Case) -> torch.Tensor | None:
+    """None for a full check, else the flat query rows to check: both ends and a spread."""
+    if case.batch * case.heads * case.tokens ** 2 <= _ORACLE_FULL_LIMIT:
+        return None
+    generator = torch.Generator().manual_seed(1)
+    ends = torch.cat([torch.arange(64), torch.arange(case.tokens - 64, case.tokens)])
+    spread = torch.randint(0, case.tokens, (_ORACLE_ROWS - 128,), generator=generator)
+    return torch.unique(torch.cat([ends, spread]))
+
+
+def oracle(op: str, case: Case, inputs, rows, dtype: torch.dtype):
+    """The reference's output for the backend's operator, in `dtype`, on `rows` (None = all)."""
+    q, k, v, rpb = (None if t is None else t.detach().to(dtype) for t in inputs)
+    if op == "na":
+        return reference.neighborhood(q, k, v, case, rpb, rows=rows)
+    if op == "wsa":
+        from natbench.backends.swin import swin_table_from_rpb
+
+        table = None if rpb is None else swin_table_from_rpb(rpb)
+        return reference.window(q, k, v, case.kernel_size, False, table, rows=rows)
+    return reference.full(q, k, v, rows=rows)
+
+
+def check_output(out, op: str, case: Case, inputs, context: RunContext) -> dict:
+    """max abs error against the float64 oracle and the dtype's tolerance; cached per case."""
+    key = (op, case.with_(pass_="fwd"))
+    if key not in context._oracle:
+        rows = oracle_rows(case)
+        expected = oracle(op, case, inputs, rows, torch.float64)
+        same_precision_error = None
+        if case.dtype in ("bfloat16", "float16"):
+            low = oracle(op, case, inputs, rows, torch_dtype(case.dtype))
+            same_precision_error = (low.double() - expected).abs().max().item()
+        # Keep the current case's oracles only (one per operator): memory stays bounded.
+        context._oracle = {k: v for k, v in context._oracle.items() if k[1] == key[1]}
+        context._oracle[key] = (rows, expected, tolerance(case.dtype, same_precision_error))
+    rows, expected, allowed = context._oracle[key]
+    got = out.detach().double()
+    if rows is not None:
+        got = got.reshape(case.batch, case.tokens, case.heads, -1)[:, rows.to(got.device)]
+    error = (got - expected).abs().max().item()
+    if math.isnan(error):
+        error = math.inf
+    return {"max_abs_error": error, "tolerance": allowed,
+            "check": "pass" if error <= allowed else "fail",
+            "checked_rows": case.tokens if rows is None else len(rows)}
+
+
+def _pass_callables(bound, case: Case, out):
+    """(setup, timed) for the case's pass; grads are cleared in setup, outside timing."""
+    leaves = [t for t in bound.leaves if t is not None and t.requires_grad]
+
+    def clear():
+        for leaf in leaves:
+            leaf.grad = None
+
+    if case.pass_ == "fwd":
+        def forward():
+            with torch.no_grad():
+                return bound.fn()
+        return None, forward
+    grad_out = torch.randn_like(out)
+    if case.pass_ == "fwdbwd":
+        return clear, lambda: bound.fn().backward(grad_out)
+    graph = bound.fn()  # bwd: one forward, then time backward over the kept graph
+    return clear, lambda: graph.backward(grad_out, retain_graph=True)
+
+
+def _is_oom(error: BaseException) -> bool:
+    if isinstance(error, torch.OutOfMemoryError):
+        return True
+    text = str(error)
+    return "can't allocate memory" in text or "DefaultCPUAllocator" in text
+
+
+def run_pair(point: Point, backend_name: str, context: RunContext, timed: bool = True) -> dict:
+    """One result row. With `timed=False` only the correctness check runs (natbench verify)."""
+    case = point.case
+    backend = get_backend(backend_name)
+    record = {"record": "row", "backend": backend_name, "op": backend.op, "label": point.label,
+              **case.to_record(), "case_key": case.key, "status": "ok", "reason": None}
+    try:
+        case.validate()
+    except InvalidProblemError as error:
+        return {**record, "status": "skipped", "reason": str(error)}
+    reason = backend.supports(case)
+    if reason:
+        return {**record, "status": "skipped", "reason": reason}
+    try:
+        return {**record, **_measure(case, backend, context, timed)}
+    except Exception as error:  # one failing case must never stop a sweep
+        status = "oom" if _is_oom(error) else "error"
+        return {**record, "status": status, "reason": f"{type(error).__name__}: {error}"[:2000]}
+    finally:
+        if case.device == "cuda":
+            torch.cuda.empty_cache()
+
+
+def _measure(case: Case, backend, context: RunContext, timed: bool) -> dict:
+    inputs = make_inputs(case, context.seed)
+    bound = backend.bind(case, *inputs)
+    begin = time.perf_counter()
+    if case.needs_backward:
+        out = bound.fn()
+    else:
+        with torch.no_grad():
+            out = bound.fn()
+    if case.device == "cuda":
+        torch.cuda.synchronize()
+    first_call_s = time.perf_counter() - begin
+    result = {"first_call_s": first_call_s, "layout_in_timing": False,
+              **check_output(bound.unpack(out), backend.op, case, inputs, context)}
+    if not timed:
+        return result
+    setup, call = _pass_callables(bound, case, out)
+    del out
+    if setup:
+        setup()
+    result["peak_memory_bytes"] = peak_bytes(call, case.device)
+    sampler = (cuda_sampler if case.device == "cuda" else cpu_sampler)(call, setup)
+    policy = context.policy
+    # A probe call: one slower than the whole sampling budget is reported from that one clean
+    # sample as a timeout instead of being sampled.
+    probe = sampler(1)[0]
+    if probe > policy.max_time_s:
+        result.update(_timing_fields([probe], "timeout", case, backend.op, context))
+        result.update(status="timeout", reason=f"one call took {probe:.2f} s, over the "
+                      f"{policy.max_time_s:g} s budget; raise --max-time to measure it fully")
+        return result
+    timing = sample_adaptively(sampler, policy)
+    result.update(_timing_fields(timing.samples, timing.stop, case, backend.op, context))
+    result["threads"] = torch.get_num_threads()
+    return result
+
+
+def _timing_fields(samples, stop: str, case: Case, op: str, context: RunContext) -> dict:
+    summary = summarize(samples)
+    flops = case.flops(op)
+    tflops = flops / summary.median / 1e12
+    calibration = context.calibrations.get((case.device, case.dtype))
+    pct = None if calibration is None else 100 * tflops * 1e12 / calibration.matmul_flops_per_s
+    return {
+        "samples": summary.n, "samples_s": samples, "stop": stop,
+        "latency_ms_median": summary.median * 1e3, "latency_ms_mean": summary.mean * 1e3,
+        "latency_ms_min": summary.min * 1e3, "latency_ms_p10": summary.p10 * 1e3,
+        "latency_ms_p90": summary.p90 * 1e3, "latency_ms_iqr": summary.iqr * 1e3,
+        "latency_ms_ci_low": summary.ci_low * 1e3, "latency_ms_ci_high": summary.ci_high * 1e3,
+        "flops": flops, "tflops": tflops, "pct_of_peak": pct,
+    }

@@ -1,0 +1,78 @@
+"""A benchmark session: header, calibration, the interleaved loop over cases and backends, the
+results file, and what the user sees. Used by `run` (and `compare`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from natbench import store
+from natbench.console import Sink, noise_warning, results_table, skip_reasons
+from natbench.suite import Point, Suite
+from natbench.timing import TimingPolicy
+
+
+def execute(suite: Suite, points: list[Point], backends: list[str], device: str, path: Path,
+            resume: bool, policy: TimingPolicy, sink: Sink) -> list[dict]:
+    """Measure every (case, backend) pair, appending each row to `path` as it finishes.
+
+    Ctrl-C stops the loop; everything finished is on disk and `--resume` continues it.
+    """
+    from natbench.calibrate import calibrate
+    from natbench.env import collect
+    from natbench.runner import RunContext, run_pair
+
+    header = {**collect(device, suite.name), "suite_file": str(suite.path), "backends": backends,
+              "policy": policy.__dict__}
+    writer = store.ResultsWriter(path, header, resume)
+    context = RunContext(policy)
+    todo = [(p, b) for p in points for b in backends if (p.case.key, b) not in writer.done]
+    sink.info(f"{suite.name}: {len(points)} cases x {len(backends)} backends on {device}; "
+              f"{len(todo)} to measure; results -> {path}")
+    rows = []
+    try:
+        for dtype in sorted({p.case.dtype for p, _ in todo}):
+            if (device, dtype) not in writer.calibrated:
+                sink.info(f"calibrating {device} {dtype} matmul and copy bandwidth")
+                calibration = calibrate(device, dtype)
+                writer.write(calibration.to_record())
+        for record in store.load(path).calibrations:
+            context.calibrations[(record["device"], record["dtype"])] = _Calibration(record)
+        with sink.progress(len(todo)) as advance:
+            for point, backend in todo:
+                record = run_pair(point, backend, context)
+                writer.write(record)
+                rows.append(record)
+                if sink.json_mode:
+                    sink.json(record)
+                advance(f"{backend} {point.label or ''} {point.case.key}")
+    except KeyboardInterrupt:
+        writer.close()
+        sink.warn(f"interrupted: {len(rows)} rows are on disk in {path}; continue with "
+                  f"`natbench run --suite {suite.path or suite.name} --out {path} --resume`.")
+        raise
+    writer.close()
+    everything = store.load(path).rows
+    report(everything, backends, f"{suite.name} on {device}: median latency ±95% CI half-width, peak extra memory",
+           sink)
+    sink.info(f"results: {path}")
+    return everything
+
+
+class _Calibration:
+    """A calibration record as the runner's pct_of_peak needs it."""
+
+    def __init__(self, record: dict):
+        self.matmul_flops_per_s = record["matmul_flops_per_s"]
+
+
+def report(rows: list[dict], backends: list[str], title: str, sink: Sink) -> None:
+    sink.table(results_table(rows, backends, title))
+    for line in skip_reasons(rows):
+        sink.info(f"  {line}")
+    noisy = noise_warning(rows)
+    if noisy:
+        sink.warn(noisy)
+    wrong = [r for r in rows if r.get("check") == "fail"]
+    if wrong:
+        sink.warn(f"{len(wrong)} rows computed a wrong answer (WRONG above): their timings are "
+                  f"not results.")

@@ -1,0 +1,74 @@
+"""Statistics of timing samples. Pure functions on lists of floats: no torch.
+
+Summaries are derived from the raw samples when needed (pyperf's and torch.utils.benchmark's
+habit); nothing here rounds or converts units.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+def quantile(samples: Sequence[float], q: float) -> float:
+    """Linear-interpolation quantile (numpy's default), q in [0, 1]."""
+    if not samples:
+        raise ValueError("quantile of no samples")
+    ordered = sorted(samples)
+    position = q * (len(ordered) - 1)
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def median_ci(samples: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """Distribution-free confidence interval of the median from order statistics.
+
+    The number of samples below the true median is Binomial(n, 1/2); the interval runs from the
+    j-th to the k-th smallest sample with j, k the binomial's two-sided quantiles. With fewer than
+    6 samples no order statistics give 95%: the interval is then the full range.
+    """
+    from scipy.stats import binom
+
+    ordered = sorted(samples)
+    n = len(ordered)
+    if n == 0:
+        raise ValueError("confidence interval of no samples")
+    # [X(j), X(n-j+1)] (1-based) covers the median with 1 - 2 P(B <= j-1); the largest j with
+    # P(B <= j-1) <= alpha/2 is the binomial's alpha/2 quantile.
+    j = int(binom.ppf((1.0 - confidence) / 2, n, 0.5))
+    if j < 1:
+        return ordered[0], ordered[-1]
+    return ordered[j - 1], ordered[n - j]
+
+
+@dataclass(frozen=True)
+class Summary:
+    n: int
+    median: float
+    mean: float
+    min: float
+    p10: float
+    p90: float
+    iqr: float
+    ci_low: float
+    ci_high: float
+
+    @property
+    def relative_ci(self) -> float:
+        """Half-width of the median's CI relative to the median: the stopping rule's noise."""
+        return (self.ci_high - self.ci_low) / 2 / self.median if self.median > 0 else math.inf
+
+    @property
+    def relative_iqr(self) -> float:
+        return self.iqr / self.median if self.median > 0 else math.inf
+
+
+def summarize(samples: Sequence[float], confidence: float = 0.95) -> Summary:
+    ci_low, ci_high = median_ci(samples, confidence)
+    return Summary(n=len(samples), median=quantile(samples, 0.5),
+                   mean=sum(samples) / len(samples), min=min(samples),
+                   p10=quantile(samples, 0.1), p90=quantile(samples, 0.9),
+                   iqr=quantile(samples, 0.75) - quantile(samples, 0.25),
+                   ci_low=ci_low, ci_high=ci_high)

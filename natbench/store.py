@@ -1,0 +1,129 @@
+"""Results files: JSON Lines with a versioned schema (documented in docs/results-schema.md).
+
+Line 1 is the header record (environment, suite, command). Then `calibration` records and one
+`row` record per case x backend x pass, each appended and flushed as soon as it is measured, so a
+killed run loses nothing that finished. Loading tolerates a torn last line (the run was killed
+mid-write) and upgrades older schema versions through `_UPGRADES`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from natbench.errors import ResultsError
+
+SCHEMA_VERSION = 1
+# Header keys that must match to append to (--resume) or compare runs without --force.
+MUST_MATCH = ("device_kind", "gpu_name", "cpu_model", "torch_version", "cuda_version")
+_UPGRADES: dict = {}  # version -> function(record) -> record of version + 1
+
+
+@dataclass
+class Results:
+    path: Path
+    header: dict
+    rows: list[dict] = field(default_factory=list)
+    calibrations: list[dict] = field(default_factory=list)
+    torn_lines: int = 0
+
+    def calibration(self, device: str, dtype: str) -> dict | None:
+        for record in self.calibrations:
+            if record["device"] == device and record["dtype"] == dtype:
+                return record
+        return None
+
+
+def row_key(record: dict) -> tuple[str, str]:
+    return record["case_key"], record["backend"]
+
+
+def load(path: str | Path) -> Results:
+    path = Path(path)
+    if not path.exists():
+        raise ResultsError(f"{path}: no such results file.")
+    lines = path.read_text().splitlines()
+    records, torn = [], 0
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number == len(lines):  # the last line of a killed run
+                torn += 1
+                continue
+            raise ResultsError(f"{path}:{number}: not a JSON record; the file is damaged.") from None
+    if not records or records[0].get("record") != "header":
+        raise ResultsError(f"{path}: the first record is not a natbench header; is this a "
+                           f"natbench results file?")
+    version = records[0].get("schema")
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise ResultsError(f"{path}: schema version {version!r} is newer than this natbench "
+                           f"reads ({SCHEMA_VERSION}); upgrade natbench.")
+    while version < SCHEMA_VERSION:
+        records = [_UPGRADES[version](r) for r in records]
+        version += 1
+    results = Results(path, records[0], torn_lines=torn)
+    for record in records[1:]:
+        kind = record.get("record")
+        if kind == "row":
+            results.rows.append(record)
+        elif kind == "calibration":
+            results.calibrations.append(record)
+    return results
+
+
+def mismatches(a: dict, b: dict) -> list[str]:
+    """The must-match header keys on which two runs differ, as 'key: a != b'."""
+    out = []
+    for key in MUST_MATCH:
+        if a.get("env", {}).get(key) != b.get("env", {}).get(key):
+            out.append(f"{key}: {a['env'].get(key)!r} != {b['env'].get(key)!r}")
+    return out
+
+
+class ResultsWriter:
+    """Appends records to a JSON Lines file, flushing each to disk as it is written."""
+
+    def __init__(self, path: str | Path, header: dict, resume: bool = False):
+        self.path = Path(path)
+        self.done: set[tuple[str, str]] = set()
+        self.calibrated: set[tuple[str, str]] = set()
+        if self.path.exists() and self.path.stat().st_size > 0:
+            if not resume:
+                raise ResultsError(f"{self.path} already exists; pass --resume to continue it, "
+                                   f"or --out a new file.")
+            old = load(self.path)
+            differ = mismatches(old.header, header)
+            if differ:
+                raise ResultsError(f"{self.path} was recorded on another setup ({'; '.join(differ)}); "
+                                   f"resume it there, or --out a new file.")
+            self.done = {row_key(r) for r in old.rows}
+            self.calibrated = {(c["device"], c["dtype"]) for c in old.calibrations}
+            self._file = self.path.open("a")
+            if old.torn_lines:
+                self._truncate_torn_tail()
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("w")
+            self.write({"record": "header", "schema": SCHEMA_VERSION, **header})
+
+    def _truncate_torn_tail(self) -> None:
+        text = self.path.read_text()
+        keep = text[: text.rstrip("\n").rfind("\n") + 1]
+        self._file.close()
+        self.path.write_text(keep)
+        self._file = self.path.open("a")
+
+    def write(self, record: dict) -> None:
+        self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        if record.get("record") == "row":
+            self.done.add(row_key(record))
+
+    def close(self) -> None:
+        self._file.close()

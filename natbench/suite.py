@@ -1,0 +1,235 @@
+"""Suites: TOML files -> Suite -> expand() into cases. Errors cite file, line and key.
+
+A suite file has these parts (all optional but `case`):
+
+    description = "..."
+    backends = ["torch", "swin"]          # run order within each case
+    [case]                                # one value per axis: the defaults
+    rank = 2
+    kernel_size = 7
+    [sweep]                               # axes swept as a cartesian product
+    kernel_size = [3, 5, 7]
+    [[zip]]                               # lists of equal length that advance together
+    resolution = [56, 28]
+    heads = [2, 4]
+    [timing]                              # TimingPolicy fields, e.g. max_time_s = 2.0
+
+`label` may be swept or zipped like an axis: it names cases in tables (e.g. "NAT-Tiny").
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import re
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from natbench.case import Case
+from natbench.errors import InvalidProblemError, SuiteError
+from natbench.timing import TimingPolicy
+
+SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
+AXES = ("rank", "batch", "heads", "head_dim", "resolution", "kernel_size", "dilation", "stride",
+        "is_causal", "rpb", "dtype", "device", "pass", "label")
+TOP_KEYS = ("description", "backends", "case", "sweep", "zip", "timing")
+TIMING_KEYS = tuple(f.name for f in fields(TimingPolicy))
+DEFAULTS = {"rank": 2, "batch": 1, "heads": 4, "head_dim": 32, "resolution": 56, "kernel_size": 7,
+            "dilation": 1, "stride": 1, "is_causal": False, "rpb": False, "dtype": "float32",
+            "device": "cpu", "pass": "fwd", "label": ""}
+
+
+@dataclass(frozen=True)
+class Point:
+    """One expanded case with the label it carries in tables."""
+
+    case: Case
+    label: str = ""
+
+
+@dataclass
+class Suite:
+    name: str
+    path: Path | None
+    description: str = ""
+    backends: list[str] = field(default_factory=list)
+    defaults: dict = field(default_factory=dict)
+    sweep: dict = field(default_factory=dict)
+    zips: list[dict] = field(default_factory=list)
+    timing: dict = field(default_factory=dict)
+
+    def with_overrides(self, overrides: dict[str, list]) -> Suite:
+        """Replace axes by `--set AXIS=v1,v2` values: one value overrides, several sweep."""
+        sweep, zips = dict(self.sweep), [dict(group) for group in self.zips]
+        defaults = dict(self.defaults)
+        for axis, values in overrides.items():
+            for group in zips:
+                group.pop(axis, None)
+            sweep.pop(axis, None)
+            if len(values) == 1:
+                defaults[axis] = values[0]
+            else:
+                sweep[axis] = list(values)
+        zips = [group for group in zips if group]
+        return Suite(self.name, self.path, self.description, self.backends, defaults, sweep,
+                     zips, self.timing)
+
+    def policy(self, **overrides) -> TimingPolicy:
+        values = {**self.timing, **{k: v for k, v in overrides.items() if v is not None}}
+        return TimingPolicy(**values)
+
+    def expand(self) -> list[Point]:
+        """Every case of the suite, in file order: sweep axes outer, zip groups inner."""
+        choices = [[{axis: value} for value in values] for axis, values in self.sweep.items()]
+        for group in self.zips:
+            length = len(next(iter(group.values())))
+            choices.append([{axis: values[i] for axis, values in group.items()}
+                            for i in range(length)])
+        points = []
+        for combination in itertools.product(*choices):
+            values = {**DEFAULTS, **self.defaults}
+            for part in combination:
+                values.update(part)
+            points.append(self._point(values))
+        return points
+
+    def _point(self, values: dict) -> Point:
+        label = str(values.pop("label"))
+        pass_ = values.pop("pass")
+        try:
+            return Point(Case.build(pass_=pass_, **values), label)
+        except (InvalidProblemError, TypeError, ValueError) as error:
+            raise SuiteError(f"{self.where()}: {error}") from None
+
+    def where(self) -> str:
+        return str(self.path) if self.path else f"suite {self.name!r}"
+
+
+def suite_names() -> list[str]:
+    return sorted(p.stem for p in SUITES_DIR.glob("*.toml"))
+
+
+def resolve(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.exists():
+            raise SuiteError(f"suite file {path} does not exist.")
+        return path
+    candidate = SUITES_DIR / f"{name_or_path}.toml"
+    if candidate.exists():
+        return candidate
+    close = difflib.get_close_matches(name_or_path, suite_names(), n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise SuiteError(f"unknown suite {name_or_path!r}; {hint}suites: {', '.join(suite_names())}; "
+                     f"or pass a path to a .toml file.")
+
+
+def load(name_or_path: str) -> Suite:
+    path = resolve(name_or_path)
+    text = path.read_text()
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise SuiteError(f"{path}: not valid TOML: {error}") from None
+    checker = _Checker(path, text)
+    checker.keys(data, TOP_KEYS, None)
+    if "case" not in data:
+        raise SuiteError(f"{path}: no [case] table; add one with the problem's defaults.")
+    backends = data.get("backends", [])
+    if not isinstance(backends, list) or not all(isinstance(b, str) for b in backends):
+        raise SuiteError(f"{checker.at('backends')}: backends must be a list of names.")
+    from natbench.backends import backend_names
+
+    for name in backends:
+        if name not in backend_names():
+            raise SuiteError(f"{checker.at('backends')}: unknown backend {name!r}"
+                             f"{_suggest(name, backend_names())}.")
+    defaults = checker.table(data, "case", AXES)
+    sweep = checker.table(data, "sweep", AXES)
+    for axis, values in sweep.items():
+        if not isinstance(values, list) or not values:
+            raise SuiteError(f"{checker.at(axis, 'sweep')}: sweep.{axis} must be a non-empty list.")
+    zips = data.get("zip", [])
+    if not isinstance(zips, list):
+        raise SuiteError(f"{checker.at('zip')}: use [[zip]] tables (an array of tables).")
+    for group in zips:
+        checker.keys(group, AXES, "[zip]")
+        lengths = {axis: len(v) if isinstance(v, list) else -1 for axis, v in group.items()}
+        if len(set(lengths.values())) != 1 or -1 in lengths.values():
+            raise SuiteError(f"{checker.at(next(iter(group)), '[zip]')}: every key of a [[zip]] "
+                             f"group must be a list of the same length; got lengths {lengths}.")
+    timing = checker.table(data, "timing", TIMING_KEYS)
+    suite = Suite(path.stem, path, data.get("description", ""), backends, defaults, sweep, zips,
+                  timing)
+    suite.expand()  # surfaces bad values now, with the file's name
+    return suite
+
+
+def parse_set(option: str) -> tuple[str, list]:
+    """`AXIS=v1,v2` -> (axis, values); per-axis values as `56x48`; booleans as true/false."""
+    if "=" not in option:
+        raise SuiteError(f"--set {option!r}: expected AXIS=VALUE[,VALUE...], e.g. --set kernel_size=3,5,7.")
+    axis, _, text = option.partition("=")
+    axis = axis.strip().replace("-", "_")
+    if axis not in AXES:
+        raise SuiteError(f"--set {option!r}: unknown axis {axis!r}{_suggest(axis, AXES)}; "
+                         f"axes: {', '.join(AXES)}.")
+    values = [_scalar(part.strip(), option) for part in text.split(",") if part.strip()]
+    if not values:
+        raise SuiteError(f"--set {option!r}: no value after '='.")
+    return axis, values
+
+
+def _scalar(text: str, option: str):
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if re.fullmatch(r"\d+(x\d+)+", lowered):
+        return [int(part) for part in lowered.split("x")]
+    if re.fullmatch(r"(true|false)(x(true|false))+", lowered):
+        return [part == "true" for part in lowered.split("x")]
+    if re.fullmatch(r"-?\d+", text):
+        return int(text)
+    return text
+
+
+def _suggest(word: str, choices) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class _Checker:
+    """Unknown-key checks whose messages carry the file and the key's line."""
+
+    def __init__(self, path: Path, text: str):
+        self.path, self.lines = path, text.splitlines()
+
+    def line_of(self, key: str, table: str | None = None) -> int | None:
+        inside = table is None
+        header = None if table is None else f"[{table.strip('[]')}]"
+        for number, line in enumerate(self.lines, 1):
+            stripped = line.strip()
+            if header and stripped.startswith("["):
+                inside = stripped.strip("[]") == header.strip("[]")
+                continue
+            if inside and re.match(rf"{re.escape(key)}\s*=", stripped):
+                return number
+        return None
+
+    def at(self, key: str, table: str | None = None) -> str:
+        line = self.line_of(key, table)
+        return f"{self.path}:{line}: key {key!r}" if line else f"{self.path}: key {key!r}"
+
+    def keys(self, data: dict, allowed, table: str | None) -> None:
+        for key in data:
+            if key not in allowed:
+                raise SuiteError(f"{self.at(key, table)}: unknown key{_suggest(key, allowed)}; "
+                                 f"allowed here: {', '.join(allowed)}.")
+
+    def table(self, data: dict, name: str, allowed) -> dict:
+        value = data.get(name, {})
+        if not isinstance(value, dict):
+            raise SuiteError(f"{self.at(name)}: {name} must be a table ([{name}]).")
+        self.keys(value, allowed, name)
+        return value

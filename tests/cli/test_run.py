@@ -1,0 +1,156 @@
+"""natbench run / verify / list / env / export through the real entry point, exit codes included."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from natbench import store
+
+CASE = ["--suite", "smoke", "--device", "cpu", "--set", "resolution=8", "--set", "kernel_size=3",
+        "--pass", "fwd"]
+FAST = [*CASE, "--max-time", "0.05"]
+
+
+def test_run_writes_every_row_and_prints_the_table(cli, tmp_path):
+    out = tmp_path / "r.jsonl"
+    code, stdout, stderr = cli("run", *FAST, "--out", out)
+    assert code == 0, stderr
+    results = store.load(out)
+    assert {r["backend"] for r in results.rows} == {"torch", "swin", "sdpa"}
+    row = next(r for r in results.rows if r["backend"] == "torch")
+    required = ["backend", "pass", "rank", "batch", "heads", "head_dim", "resolution",
+                "kernel_size", "dilation", "stride", "is_causal", "rpb", "dtype", "device",
+                "status", "reason", "samples", "latency_ms_median", "latency_ms_ci_low",
+                "latency_ms_ci_high", "peak_memory_bytes", "flops", "tflops", "pct_of_peak",
+                "max_abs_error"]
+    assert not [k for k in required if k not in row]
+    assert row["status"] == "ok" and row["check"] == "pass" and row["samples"] == len(row["samples_s"])
+    assert row["latency_ms_ci_low"] <= row["latency_ms_median"] <= row["latency_ms_ci_high"]
+    assert row["peak_memory_bytes"] > 0 and 0 < row["pct_of_peak"]
+    assert results.calibration("cpu", "float32")["matmul_flops_per_s"] > 0
+    assert results.header["env"]["torch_threads"] >= 1 and results.header["suite"] == "smoke"
+    assert "torch" in stdout and "swin" in stdout and "sdpa" in stdout
+
+
+def test_json_prints_only_json_rows(cli, tmp_path):
+    code, stdout, _ = cli("run", *FAST, "--backend", "torch", "--json", "--out", tmp_path / "r.jsonl")
+    assert code == 0
+    rows = [json.loads(line) for line in stdout.splitlines()]
+    assert [r["backend"] for r in rows] == ["torch"]
+
+
+def test_impossible_case_is_a_skipped_row_with_its_reason(cli, tmp_path):
+    out = tmp_path / "r.jsonl"
+    code, _, _ = cli("run", *FAST, "--backend", "torch", "--set", "kernel_size=3,12", "--out", out)
+    assert code == 0
+    rows = {r["kernel_size"][0]: r for r in store.load(out).rows}
+    assert rows[3]["status"] == "ok"
+    assert rows[12]["status"] == "skipped"
+    assert "axis 0: kernel_size 12 x dilation 1 > length 8" in rows[12]["reason"]
+
+
+def test_backend_errors_and_ooms_become_rows_and_the_sweep_goes_on(cli, tmp_path, fake_backends):
+    out = tmp_path / "r.jsonl"
+    code, stdout, _ = cli("run", *FAST, "--backend", "test-raising,test-oom,torch", "--out", out)
+    assert code == 0
+    rows = {r["backend"]: r for r in store.load(out).rows}
+    assert rows["test-raising"]["status"] == "error"
+    assert "kernel launch failed on purpose" in rows["test-raising"]["reason"]
+    assert rows["test-oom"]["status"] == "oom"
+    assert rows["torch"]["status"] == "ok"
+
+
+def test_a_wrong_backend_is_flagged_never_reported_as_fast(cli, tmp_path, fake_backends):
+    out = tmp_path / "r.jsonl"
+    code, stdout, stderr = cli("run", *FAST, "--backend", "test-wrong", "--out", out)
+    (row,) = store.load(out).rows
+    assert row["check"] == "fail" and row["max_abs_error"] > row["tolerance"]
+    assert "WRONG" in stdout and "wrong answer" in stderr
+    code, _, stderr = cli("verify", *CASE, "--backend", "test-wrong,torch")
+    assert code == 1 and "1 of 2 checks failed" in stderr
+
+
+def test_verify_passes_for_the_available_backends(cli):
+    code, stdout, stderr = cli("verify", *CASE)
+    assert code == 0, stdout + stderr
+    assert "FAIL" not in stdout and "checks passed" in stderr
+
+
+def test_ctrl_c_keeps_finished_rows_and_resume_completes(cli, tmp_path, monkeypatch):
+    from natbench import runner
+
+    out = tmp_path / "r.jsonl"
+    real, calls = runner.run_pair, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "run_pair", interrupted)
+    code, _, stderr = cli("run", *FAST, "--out", out)
+    assert code == 130 and "--resume" in stderr
+    assert len(store.load(out).rows) == 2
+    monkeypatch.setattr(runner, "run_pair", real)
+    code, _, _ = cli("run", *FAST, "--out", out, "--resume")
+    rows = store.load(out).rows
+    assert code == 0 and len(rows) == 3 and len({(r["case_key"], r["backend"]) for r in rows}) == 3
+
+
+@pytest.mark.parametrize("args,message", [
+    (["run", "--suite", "smoek"], "did you mean 'smoke'"),
+    (["run", "--suite", "smoke", "--backend", "trch"], "did you mean 'torch'"),
+    (["run", "--suite", "smoke", "--set", "kernal_size=3"], "did you mean 'kernel_size'"),
+    (["run", "--suite", "smoke", "--device", "tpu"], "--device 'tpu': use cpu, cuda or auto"),
+    (["run", "--suite", "smoke", "--dtype", "float8"], "unknown dtype 'float8'"),
+    (["run", "--suite", "smoke", "--resume"], "--resume needs --out"),
+    (["export", "nowhere.jsonl"], "no such results file"),
+])
+def test_bad_input_exits_2_with_a_clear_message(cli, args, message):
+    code, _, stderr = cli(*args)
+    assert code == 2 and message in stderr
+
+
+def test_malformed_suite_file_exits_2_with_file_line_key(cli, tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("backends = ['torch']\n[case]\nheds = 2\n")
+    code, _, stderr = cli("run", "--suite", path)
+    assert code == 2 and "bad.toml:3: key 'heds'" in stderr and "did you mean 'heads'" in stderr
+
+
+def test_list_and_env_report_backends_suites_and_machine(cli):
+    code, stdout, _ = cli("list", "--json")
+    listing = json.loads(stdout)
+    assert code == 0 and {b["name"] for b in listing["backends"]} >= {"torch", "swin", "flex"}
+    assert all(b["available"] or b["reason"] for b in listing["backends"])
+    assert {"smoke": 4, "kernel-sizes": 15}.items() <= {s["name"]: s["cases"] for s in listing["suites"]}.items()
+    code, stdout, _ = cli("env", "--json", "--device", "cpu")
+    header = json.loads(stdout)
+    assert code == 0 and header["env"]["torch_version"] and header["env"]["cpu_model"]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "markdown", "parquet"])
+def test_export_formats(cli, tmp_path, fmt):
+    import pandas as pd
+
+    results = tmp_path / "r.jsonl"
+    assert cli("run", *FAST, "--backend", "torch", "--out", results)[0] == 0
+    target = tmp_path / f"out.{fmt}"
+    code, _, _ = cli("export", results, "--format", fmt, "--out", target)
+    assert code == 0
+    if fmt == "parquet":
+        frame = pd.read_parquet(target)
+        assert frame.loc[0, "backend"] == "torch" and frame.loc[0, "latency_ms_median"] > 0
+    else:
+        assert "latency_ms_median" in target.read_text() and "torch" in target.read_text()
+
+
+def test_help_does_not_import_torch():
+    code = ("import sys\nfrom natbench.cli import app\n"
+            "try:\n    app(['--help'], standalone_mode=False)\nexcept SystemExit:\n    pass\n"
+            "print('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip().endswith("False")

@@ -1,0 +1,37 @@
+"""Statistics on synthetic samples."""
+
+import random
+
+import pytest
+
+from natbench.stats import median_ci, quantile, summarize
+
+
+def test_quantile_interpolates_like_numpy():
+    data = [4.0, 1.0, 3.0, 2.0]
+    assert quantile(data, 0.5) == 2.5
+    assert quantile(data, 0.0) == 1.0 and quantile(data, 1.0) == 4.0
+    assert quantile(data, 0.25) == pytest.approx(1.75)
+
+
+def test_median_ci_uses_binomial_order_statistics():
+    data = list(range(1, 11))  # n = 10: 95% interval is [X(2), X(9)], coverage 97.9%
+    assert median_ci(data) == (2, 9)
+    assert median_ci([5.0, 1.0, 3.0]) == (1.0, 5.0)  # too few samples: the full range
+
+
+@pytest.mark.parametrize("n", [6, 15, 40])
+def test_median_ci_covers_the_true_median_at_least_95_percent(n):
+    rng = random.Random(n)
+    hits = sum(low <= 0.0 <= high for low, high in
+               (median_ci([rng.gauss(0, 1) for _ in range(n)]) for _ in range(2000)))
+    assert hits / 2000 >= 0.94
+
+
+def test_summarize_reports_every_field():
+    s = summarize([1.0, 2.0, 3.0, 4.0, 100.0, 2.0, 3.0, 2.0, 3.0, 2.5])
+    assert s.n == 10 and s.min == 1.0 and s.median == 2.75
+    assert s.mean == pytest.approx(12.25)
+    assert s.ci_low <= s.median <= s.ci_high
+    assert s.p10 <= s.median <= s.p90 and s.iqr > 0
+    assert s.relative_ci == pytest.approx((s.ci_high - s.ci_low) / 2 / s.median)

@@ -1,0 +1,79 @@
+"""Results files: round trip, a killed run's torn line, resume, and refusals."""
+
+import json
+
+import pytest
+
+from natbench import store
+from natbench.errors import ResultsError
+
+HEADER = {"env": {"device_kind": "cpu", "gpu_name": None, "cpu_model": "X", "torch_version": "2.13",
+                  "cuda_version": None}, "suite": "smoke"}
+
+
+def _row(key, backend="torch"):
+    return {"record": "row", "case_key": key, "backend": backend, "status": "ok"}
+
+
+def test_round_trip_keeps_header_calibration_and_rows(tmp_path):
+    path = tmp_path / "r.jsonl"
+    writer = store.ResultsWriter(path, HEADER)
+    writer.write({"record": "calibration", "device": "cpu", "dtype": "float32",
+                  "matmul_flops_per_s": 1e11})
+    writer.write(_row("a"))
+    writer.close()
+    results = store.load(path)
+    assert results.header["schema"] == store.SCHEMA_VERSION and results.header["suite"] == "smoke"
+    assert results.rows == [_row("a")]
+    assert results.calibration("cpu", "float32")["matmul_flops_per_s"] == 1e11
+
+
+def test_a_killed_runs_torn_line_is_dropped_and_resume_continues(tmp_path):
+    path = tmp_path / "r.jsonl"
+    writer = store.ResultsWriter(path, HEADER)
+    writer.write(_row("a"))
+    writer.close()
+    with path.open("a") as f:
+        f.write('{"record": "row", "case_key": "b", "back')  # killed mid-write
+    results = store.load(path)
+    assert results.torn_lines == 1 and [r["case_key"] for r in results.rows] == ["a"]
+    writer = store.ResultsWriter(path, HEADER, resume=True)
+    assert writer.done == {("a", "torch")}
+    writer.write(_row("b"))
+    writer.close()
+    assert [r["case_key"] for r in store.load(path).rows] == ["a", "b"]
+    assert store.load(path).torn_lines == 0
+
+
+def test_existing_file_needs_resume_and_a_matching_setup(tmp_path):
+    path = tmp_path / "r.jsonl"
+    store.ResultsWriter(path, HEADER).close()
+    with pytest.raises(ResultsError, match="already exists; pass --resume"):
+        store.ResultsWriter(path, HEADER)
+    other = {**HEADER, "env": {**HEADER["env"], "torch_version": "2.11"}}
+    with pytest.raises(ResultsError, match="torch_version: '2.13' != '2.11'"):
+        store.ResultsWriter(path, other, resume=True)
+
+
+@pytest.mark.parametrize("content,message", [
+    ('{"record": "row"}\n', "not a natbench header"),
+    (json.dumps({"record": "header", "schema": 99}) + "\n", "schema version 99 is newer"),
+    ('{"record": "header", "schema": 1}\nnot json\n{"record": "row"}\n', r"r.jsonl:2: not a JSON record"),
+])
+def test_unreadable_files_are_refused_with_file_and_line(tmp_path, content, message):
+    path = tmp_path / "r.jsonl"
+    path.write_text(content)
+    with pytest.raises(ResultsError, match=message):
+        store.load(path)
+
+
+def test_every_schema_version_on_file_still_loads():
+    """One real results file per schema version lives in tests/data/."""
+    from pathlib import Path
+
+    files = sorted(Path(__file__).parent.parent.joinpath("data").glob("results-v*.jsonl"))
+    assert [f.name for f in files][-1] == f"results-v{store.SCHEMA_VERSION}.jsonl"
+    for path in files:
+        results = store.load(path)
+        assert results.header["env"]["torch_version"] and results.rows
+        assert all(r["status"] in ("ok", "skipped", "error", "oom", "timeout") for r in results.rows)

@@ -1,0 +1,66 @@
+"""The adaptive loop, driven by a fake clock and fake samplers: no hardware involved."""
+
+import random
+
+import pytest
+
+from natbench.timing import TimingPolicy, cpu_sampler, sample_adaptively
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def fake_sampler(clock, durations):
+    """Each sample advances the clock by its duration."""
+    source = iter(durations)
+
+    def batch(n):
+        out = []
+        for _ in range(n):
+            d = next(source)
+            clock.now += d
+            out.append(d)
+        return out
+
+    return batch
+
+
+def test_steady_samples_converge_after_min_samples_and_min_time():
+    clock = FakeClock()
+    policy = TimingPolicy(warmup_s=0.05, min_samples=5, min_time_s=0.1, max_time_s=10)
+    timing = sample_adaptively(fake_sampler(clock, [0.01] * 10_000), policy, clock)
+    assert timing.stop == "converged"
+    assert timing.warmup_calls == 5  # 0.05 s of 0.01 s calls
+    assert len(timing.samples) >= 10  # min_time 0.1 s of 0.01 s samples
+    assert len(timing.samples) < 40
+
+
+def test_noisy_samples_stop_at_the_hard_maximum():
+    clock, rng = FakeClock(), random.Random(0)
+    durations = [rng.choice([0.001, 0.01]) for _ in range(100_000)]
+    policy = TimingPolicy(warmup_s=0, min_samples=5, min_time_s=0.01, max_time_s=0.5,
+                          noise_target=0.001)
+    timing = sample_adaptively(fake_sampler(clock, durations), policy, clock)
+    assert timing.stop == "max-time"
+    assert sum(timing.samples) >= 0.5 and sum(timing.samples) < 0.5 + 64 * 0.01
+
+
+def test_never_exceeds_max_samples():
+    clock = FakeClock()
+    policy = TimingPolicy(warmup_s=0, min_samples=5, min_time_s=100, max_time_s=100, max_samples=37)
+    timing = sample_adaptively(fake_sampler(clock, [0.001] * 1000), policy, clock)
+    assert timing.stop == "max-samples" and len(timing.samples) == 37
+
+
+def test_cpu_sampler_times_only_the_timed_call():
+    ticks = iter(range(0, 10_000, 7))  # the fake ns clock advances 7 ns per reading
+    calls = []
+    batch = cpu_sampler(lambda: calls.append("timed"), setup=lambda: calls.append("setup"),
+                        clock_ns=lambda: next(ticks))
+    assert batch(3) == pytest.approx([7e-9] * 3)
+    assert calls == ["setup", "timed"] * 3
