@@ -17,6 +17,30 @@ from natbench import __version__
 
 DEBUG = os.environ.get("NATBENCH_DEBUG") == "1"
 RESULTS_DIR = Path(os.environ.get("NATBENCH_RESULTS_DIR", "results/runs"))
+KEEP_MALLOC = os.environ.get("NATBENCH_KEEP_MALLOC") == "1"
+
+# glibc's malloc serves large blocks with fresh mmaps whose pages fault in on every call, and
+# moves that threshold with the history of frees: the same call measured 14 ms in one process and
+# 30 ms in another. Pinning the thresholds makes large blocks come from the reused heap in every
+# process, as in a steady training loop.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_PINNED_BYTES = 1 << 30
+
+
+def pin_allocator() -> dict:
+    """Pin glibc's mmap and trim thresholds (unless NATBENCH_KEEP_MALLOC=1); says what it did."""
+    if KEEP_MALLOC:
+        return {"malloc": "glibc defaults (NATBENCH_KEEP_MALLOC=1)"}
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        pinned = libc.mallopt(_M_MMAP_THRESHOLD, _PINNED_BYTES) and \
+            libc.mallopt(_M_TRIM_THRESHOLD, _PINNED_BYTES)
+    except (OSError, AttributeError):
+        return {"malloc": "not glibc: thresholds left as they are"}
+    return {"malloc": f"glibc mmap and trim thresholds pinned at {_PINNED_BYTES} bytes"
+            if pinned else "glibc refused mallopt: thresholds left as they are"}
 
 
 def cpu_model() -> str:
@@ -101,6 +125,9 @@ def collect(device: str = "cpu", suite: str | None = None) -> dict:
         "device_kind": device,
         "gpu_name": None,
     }
+    from natbench.extension import build
+
+    env.update(build().to_record())
     if device == "cuda" and torch.cuda.is_available():
         env.update(gpu_state(torch.cuda.current_device()))
         env["gpu_name"] = torch.cuda.get_device_name()

@@ -18,11 +18,13 @@ def execute(suite: Suite, points: list[Point], backends: list[str], device: str,
     Ctrl-C stops the loop; everything finished is on disk and `--resume` continues it.
     """
     from natbench.calibrate import calibrate
-    from natbench.env import collect
+    from natbench.env import collect, pin_allocator
     from natbench.runner import RunContext, run_pair
 
+    allocator = pin_allocator()
     header = {**collect(device, suite.name), "suite_file": str(suite.path), "backends": backends,
               "policy": policy.__dict__}
+    header["env"].update(allocator)
     writer = store.ResultsWriter(path, header, resume)
     context = RunContext(policy)
     todo = [(p, b) for p in points for b in backends if (p.case.key, b) not in writer.done]

@@ -9,6 +9,8 @@ from natbench.errors import UnknownBackendError
 # name -> (module, class). The order is the order of `natbench list` and of "auto" selection.
 _REGISTRY = {
     "reference": ("natbench.backends.reference", "ReferenceBackend"),
+    "natten": ("natbench.backends.natten", "NattenBackend"),
+    "natten-unfused": ("natbench.backends.natten", "NattenUnfusedBackend"),
     "torch": ("natbench.backends.torch_na", "TorchBackend"),
     "flex": ("natbench.backends.flex", "FlexBackend"),
     "natten-lib": ("natbench.backends.natten_lib", "NattenLibBackend"),
@@ -17,7 +19,7 @@ _REGISTRY = {
     "sdpa": ("natbench.backends.sdpa", "SdpaBackend"),
 }
 # Order in which backend="auto" tries NA backends: fastest general one first.
-AUTO_ORDER = ("torch", "reference")
+AUTO_ORDER = ("natten", "torch", "reference")
 
 _instances: dict = {}
 

@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from natbench.cli import env_cmd, export_cmd, list_cmd, run_cmd, verify_cmd
+from natbench.cli import build_cmd, env_cmd, export_cmd, list_cmd, run_cmd, verify_cmd
 
 app = typer.Typer(name="natbench", no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False,
@@ -19,6 +19,7 @@ app.command("run")(run_cmd.run)
 app.command("verify")(verify_cmd.verify)
 app.command("list")(list_cmd.list_)
 app.command("env")(env_cmd.env)
+app.command("build")(build_cmd.build)
 app.command("export")(export_cmd.export)
 
 

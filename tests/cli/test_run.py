@@ -18,7 +18,7 @@ def test_run_writes_every_row_and_prints_the_table(cli, tmp_path):
     code, stdout, stderr = cli("run", *FAST, "--out", out)
     assert code == 0, stderr
     results = store.load(out)
-    assert {r["backend"] for r in results.rows} == {"torch", "swin", "sdpa"}
+    assert {r["backend"] for r in results.rows} == {"natten", "torch", "swin", "sdpa"}
     row = next(r for r in results.rows if r["backend"] == "torch")
     required = ["backend", "pass", "rank", "batch", "heads", "head_dim", "resolution",
                 "kernel_size", "dilation", "stride", "is_causal", "rpb", "dtype", "device",
@@ -97,7 +97,7 @@ def test_ctrl_c_keeps_finished_rows_and_resume_completes(cli, tmp_path, monkeypa
     monkeypatch.setattr(runner, "run_pair", real)
     code, _, _ = cli("run", *FAST, "--out", out, "--resume")
     rows = store.load(out).rows
-    assert code == 0 and len(rows) == 3 and len({(r["case_key"], r["backend"]) for r in rows}) == 3
+    assert code == 0 and len(rows) == 4 and len({(r["case_key"], r["backend"]) for r in rows}) == 4
 
 
 @pytest.mark.parametrize("args,message", [

@@ -1,0 +1,63 @@
+"""The compiled kernels in csrc/: built once per machine as a torch extension (JIT with ninja,
+cached in torch's extensions directory) and loaded once per process.
+
+A failed build never breaks natbench: the backends that need the extension become unavailable
+with the compiler's first error as their reason, and every other backend still runs.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+
+CSRC = Path(__file__).resolve().parent.parent / "csrc"
+NAME = "natbench_ext"
+SOURCES = ("bindings.cpp", "cpu/na_cpu.cpp")
+CFLAGS = ("-O3", "-march=native", "-fopenmp", "-std=c++17")
+LDFLAGS = ("-fopenmp",)
+
+
+@dataclass(frozen=True)
+class Build:
+    ok: bool
+    reason: str | None
+    seconds: float
+    directory: str | None
+    cflags: tuple = CFLAGS
+    ldflags: tuple = LDFLAGS
+
+    def to_record(self) -> dict:
+        return {f"extension_{key}": value for key, value in asdict(self).items()}
+
+
+def first_error(log: str) -> str:
+    """The first compiler or linker error of a build log, or its first line."""
+    for line in log.splitlines():
+        if re.search(r"\berror\b", line, re.IGNORECASE) and "Error building extension" not in line:
+            return line.strip()[:400]
+    lines = [line for line in log.splitlines() if line.strip()]
+    return lines[0][:400] if lines else "the build failed without output"
+
+
+@lru_cache(maxsize=1)
+def build(verbose: bool = False) -> Build:
+    """Compile (or reuse the cached build of) csrc/ and load its ops into torch.ops.natbench."""
+    begin = time.perf_counter()
+    if not (CSRC / SOURCES[0]).exists():
+        return Build(False, f"the C++ sources are missing from {CSRC}; reinstall natbench from a "
+                     f"checkout (pip install -e .).", 0.0, None)
+    try:
+        import torch.utils.cpp_extension as cpp
+
+        cpp.verify_ninja_availability()
+        directory = cpp._get_build_directory(NAME, verbose)
+        cpp.load(name=NAME, sources=[str(CSRC / s) for s in SOURCES], extra_cflags=list(CFLAGS),
+                 extra_ldflags=list(LDFLAGS), is_python_module=False, verbose=verbose)
+    except Exception as error:  # a compiler error, a missing compiler or ninja
+        reason = first_error(str(error))
+        return Build(False, f"the natbench extension did not build: {reason} (`natbench build "
+                     f"--verbose` shows the full log)", time.perf_counter() - begin, None)
+    return Build(True, None, time.perf_counter() - begin, directory)

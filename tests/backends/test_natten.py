@@ -1,0 +1,113 @@
+"""natbench's compiled CPU kernels (natten, natten-unfused) against the reference."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from natbench.backends import get_backend
+from natbench.case import Case
+from natbench.dtypes import tolerance
+from natbench.extension import build, first_error
+
+from .helpers import backend_or_skip, make_inputs, reference_output
+from .test_na_backends import FEATURES, _case, na_cases
+
+NAMES = ["natten", "natten-unfused"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def extension():
+    result = build()
+    if not result.ok:
+        pytest.fail(f"the extension must build on a machine with a C++ compiler: {result.reason}")
+
+
+def _forward_and_grads(name, case, inputs):
+    out = get_backend(name).forward(*inputs[:3], case, inputs[3])
+    leaves = [t for t in inputs if t is not None]
+    return out, torch.autograd.grad(out, leaves, torch.ones_like(out).cos())
+
+
+@pytest.mark.parametrize("features", FEATURES, ids=lambda f: f"r{f[0]}-{f[1]}-k{f[2]}")
+@pytest.mark.parametrize("name", NAMES)
+def test_forward_and_gradients_match_reference_float64(name, features):
+    case = _case(*features).with_(dtype="float64", pass_="fwdbwd")
+    inputs = make_inputs(case, requires_grad=True)
+    out, grads = _forward_and_grads(name, case, inputs)
+    ref_out, ref_grads = _forward_and_grads("reference", case, inputs)
+    torch.testing.assert_close(out, ref_out, atol=1e-10, rtol=1e-9)
+    for got, expected in zip(grads, ref_grads):
+        torch.testing.assert_close(got, expected, atol=1e-10, rtol=1e-9)
+
+
+@settings(max_examples=40, deadline=None)
+@given(case=na_cases(), seed=st.integers(0, 2**16))
+def test_fused_forward_matches_reference_on_random_shapes_fp32(case, seed):
+    q, k, v, rpb = make_inputs(case, seed=seed)
+    error = (get_backend("natten").forward(q, k, v, case, rpb).double()
+             - reference_output(case, q, k, v, rpb)).abs().max().item()
+    assert error <= tolerance("float32")
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("name", NAMES)
+def test_low_precision_within_twice_the_same_precision_reference(name, dtype):
+    case = _case(*FEATURES[2]).with_(dtype=dtype)
+    q, k, v, rpb = make_inputs(case)
+    expected = reference_output(case, q, k, v, rpb)
+    same = get_backend("reference").forward(q, k, v, case, rpb)
+    allowed = tolerance(dtype, (same.double() - expected).abs().max().item())
+    error = (get_backend(name).forward(q, k, v, case, rpb).double() - expected).abs().max().item()
+    assert error <= allowed
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_gradcheck_float64_small(name):
+    case = Case.build(2, 1, 2, 3, (5, 6), 3, rpb=True, dtype="float64", pass_="fwdbwd")
+    inputs = make_inputs(case, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda q, k, v, rpb: get_backend(name).forward(q, k, v, case, rpb),
+                                    inputs)
+
+
+def test_flop_counter_counts_the_convention():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    for name in NAMES:
+        case = Case.build(2, 2, 3, 16, (9, 10), 3, is_causal=(True, False), pass_="fwdbwd")
+        q, k, v, _ = make_inputs(case, requires_grad=True)
+        with FlopCounterMode(display=False) as counter:
+            get_backend(name).forward(q, k, v, case).sum().backward()
+        assert counter.get_total_flops() == case.flops("na"), name
+
+
+def test_torch_compile_traces_through_the_custom_ops():
+    case = Case.build(2, 1, 2, 8, 9, 3, rpb=True)
+    q, k, v, rpb = make_inputs(case)
+    compiled = torch.compile(lambda q, k, v, rpb: get_backend("natten").forward(q, k, v, case, rpb),
+                             fullgraph=True,
+                             backend="aot_eager")
+    torch.testing.assert_close(compiled(q, k, v, rpb), get_backend("natten").forward(q, k, v, case, rpb))
+
+
+def test_the_kernel_refuses_impossible_geometry_with_the_axis_and_numbers():
+    q = torch.randn(1, 6, 6, 1, 4)
+    with pytest.raises(RuntimeError, match="axis 1: kernel_size 4 x dilation 2 > length 6"):
+        torch.ops.natbench.na_fused_forward(q, q, q, None, [3, 4], [1, 2], [1, 1], [False, False], 1.0)
+
+
+def test_first_error_picks_the_compiler_line():
+    log = ("Error building extension 'natbench_ext': [1/3] c++ -c bindings.cpp\nFAILED: x.o\n"
+           "csrc/cpu/na_cpu.cpp:12:3: error: 'foo' was not declared in this scope\nmore\n")
+    assert first_error(log) == "csrc/cpu/na_cpu.cpp:12:3: error: 'foo' was not declared in this scope"
+
+
+def test_a_failed_build_makes_natten_unavailable_and_others_still_run(monkeypatch):
+    from natbench.backends import natten
+    from natbench.extension import Build
+
+    failed = Build(False, "the natbench extension did not build: x.cpp:1: error: boom", 0.1, None)
+    monkeypatch.setattr(natten, "build", lambda: failed)
+    case = Case.build(2, 1, 1, 4, 8, 3)
+    assert "error: boom" in natten.NattenBackend().supports(case)
+    assert get_backend("torch").supports(case) is None
