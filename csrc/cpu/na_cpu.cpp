@@ -79,12 +79,15 @@ std::tuple<at::Tensor, at::Tensor> fused_forward_cpu(
   auto out = at::empty(v.sizes(), v.options());
   auto lse = at::empty({q.size(0), q.size(-2), q.numel() / (q.size(0) * q.size(-2) * q.size(-1))},
                        q.options().dtype(acc_type(q)));
+  // k transposed to [B, H, D, N] in the accumulation type: the kernel reads runs of keys.
+  const int64_t batch = k.size(0), heads = k.size(-2), dim = k.size(-1);
+  auto kt = k.view({batch, -1, heads, dim}).permute({0, 2, 3, 1}).to(acc_type(q)).contiguous();
   with_rank(q.dim() - 3, [&](auto rank) {
     constexpr int R = decltype(rank)::value;
     const auto g = geometry<R>(q, kernel, dilation, stride, causal);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "na_fused_forward", [&] {
       using A = acc_t<scalar_t>;
-      fused_forward<R, scalar_t, A>(g, shape_of(q, v), q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(),
+      fused_forward<R, scalar_t, A>(g, shape_of(q, v), q.data_ptr<scalar_t>(), kt.data_ptr<A>(),
                                     v.data_ptr<scalar_t>(), maybe<scalar_t>(rpb), out.data_ptr<scalar_t>(),
                                     lse.data_ptr<A>(), static_cast<A>(scale));
     });

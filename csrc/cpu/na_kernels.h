@@ -34,45 +34,139 @@ inline void axpy(A* y, A alpha, const T* x, int64_t n) {
   for (int64_t d = 0; d < n; ++d) y[d] += alpha * static_cast<A>(x[d]);
 }
 
-// Queries are walked in row-major blocks so that neighbouring queries reuse keys from cache.
-constexpr int64_t kQueryBlock = 64;
+// Queries are taken in segments of up to kSegment consecutive queries of one dilation group
+// along the last axis. They share their windows on every other axis, so their keys form one
+// region: the per-axis windows times the union of their last-axis windows.
+constexpr int64_t kSegment = 8;
 
-// Fused forward: per query, scores over its window in a small scratch buffer, softmax, and the
-// weighted sum of values; nothing of size [N, Kn] is kept. Saves the log-sum-exp for backward.
+struct Segment {
+  int64_t first_query, count, step;  // queries first_query + i * step, i < count
+};
+
+template <int R>
+std::vector<Segment> segments(const Geometry<R>& g) {
+  const Axis& last = g.axes[R - 1];
+  std::vector<Segment> out;
+  for (int64_t row = 0; row < g.tokens / last.length; ++row) {
+    for (int64_t group = 0; group < last.dilation && group < last.length; ++group) {
+      const int64_t members = (last.length - group + last.dilation - 1) / last.dilation;
+      for (int64_t start = 0; start < members; start += kSegment)
+        out.push_back({row * last.length + group + start * last.dilation,
+                       std::min(kSegment, members - start), last.dilation});
+    }
+  }
+  return out;
+}
+
+// Fused forward. `kt` is k transposed to [B, H, D, N] (one copy per call). Per segment: every
+// query's scores against the whole region, as vectorized axpys over contiguous runs of kt; then
+// per query a softmax over its own window; then the weighted values, each value row read once
+// for the whole segment. Nothing of size [N, Kn] is kept; the log-sum-exp is saved for backward.
 template <int R, typename T, typename A>
-void fused_forward(const Geometry<R>& g, const Shape& s, const T* q, const T* k, const T* v,
+void fused_forward(const Geometry<R>& g, const Shape& s, const T* q, const A* kt, const T* v,
                    const T* rpb, T* out, A* lse, A scale) {
-  const int64_t n_tokens = g.tokens, blocks = (n_tokens + kQueryBlock - 1) / kQueryBlock;
-  const int64_t H = s.heads, D = s.dim, Dv = s.dim_v;
+  const int64_t n_tokens = g.tokens, H = s.heads, D = s.dim, Dv = s.dim_v;
+  const Axis& last = g.axes[R - 1];
+  const auto parts = segments(g);
+  const int64_t n_parts = static_cast<int64_t>(parts.size());
 #pragma omp parallel
   {
-    std::vector<int64_t> keys(g.window_keys), bias(g.window_keys);
-    std::vector<A> score(g.window_keys), qs(D), acc(Dv);
+    std::vector<int64_t> keys(g.window_keys), bias(g.window_keys), region;
+    std::vector<A> kloc, scores, probs, p(g.window_keys), acc;
+    std::array<AxisWindow, kSegment> lasts;
+    std::array<A, kSegment> totals, qd;
 #pragma omp for schedule(static)
-    for (int64_t work = 0; work < s.batch * H * blocks; ++work) {
-      const int64_t b = work / (H * blocks), h = (work / blocks) % H, block = work % blocks;
-      const int64_t stop = std::min(n_tokens, (block + 1) * kQueryBlock);
-      for (int64_t n = block * kQueryBlock; n < stop; ++n) {
-        const T* qi = q + ((b * n_tokens + n) * H + h) * D;
-        for (int64_t d = 0; d < D; ++d) qs[d] = scale * static_cast<A>(qi[d]);
-        const int64_t count = g.neighbors(n, keys.data(), bias.data());
+    for (int64_t work = 0; work < s.batch * H * n_parts; ++work) {
+      const int64_t b = work / (H * n_parts), h = (work / n_parts) % H;
+      const Segment& seg = parts[work % n_parts];
+      // The region: the first query's keys with its last-axis window widened to the union.
+      const int64_t coordinate = seg.first_query % last.length;
+      int64_t low = 0, high = 0;
+      for (int64_t i = 0; i < seg.count; ++i) {
+        lasts[i] = axis_window(last, coordinate + i * seg.step);
+        const int64_t end = lasts[i].first + (lasts[i].count - 1) * last.dilation;
+        low = i == 0 ? lasts[i].first : std::min(low, lasts[i].first);
+        high = i == 0 ? end : std::max(high, end);
+      }
+      const int64_t width = (high - low) / last.dilation + 1;
+      const int64_t count = g.neighbors(seg.first_query, keys.data(), bias.data());
+      const int64_t rows = count / lasts[0].count;  // key rows of the other axes
+      region.resize(rows * width);
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t row_start = keys[r * lasts[0].count] - lasts[0].first;
+        for (int64_t c = 0; c < width; ++c) region[r * width + c] = row_start + low + c * last.dilation;
+      }
+      const int64_t rk = rows * width, step = last.dilation;
+      // The region's keys as a local [D, region] block, copied in runs from kt.
+      kloc.resize(D * rk);
+      for (int64_t d = 0; d < D; ++d) {
+        const A* kd = kt + ((b * H + h) * D + d) * n_tokens;
+        for (int64_t r = 0; r < rows; ++r) {
+          const A* run = kd + region[r * width];
+          A* dst = kloc.data() + d * rk + r * width;
+          if (step == 1) {
+            std::copy(run, run + width, dst);
+          } else {
+            for (int64_t c = 0; c < width; ++c) dst[c] = run[c * step];
+          }
+        }
+      }
+      // Scores of every query against the whole region. d is the outer loop so that the
+      // accumulations of all queries interleave instead of waiting on one another.
+      scores.assign(seg.count * rk, A(0));
+      for (int64_t d = 0; d < D; ++d) {
+        const A* row = kloc.data() + d * rk;
+        for (int64_t i = 0; i < seg.count; ++i)
+          qd[i] = scale * static_cast<A>(q[((b * n_tokens + seg.first_query + i * seg.step) * H + h) * D + d]);
+        for (int64_t i = 0; i < seg.count; ++i) {
+          A* si = scores.data() + i * rk;
+          const A qi = qd[i];
+#pragma omp simd
+          for (int64_t j = 0; j < rk; ++j) si[j] += qi * row[j];
+        }
+      }
+      probs.assign(seg.count * rk, A(0));
+      for (int64_t i = 0; i < seg.count; ++i) {
+        const int64_t n = seg.first_query + i * seg.step;
+        const int64_t offset = (lasts[i].first - low) / last.dilation, cols = lasts[i].count;
+        const A* si = scores.data() + i * rk;
+        int64_t m = 0;
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t c = 0; c < cols; ++c) p[m++] = si[r * width + offset + c];
+        if (rpb) {
+          // Bias indices: the first query's, shifted by this query's last-axis window.
+          const int64_t shift = lasts[i].bias0 - lasts[0].bias0;
+          m = 0;
+          for (int64_t r = 0; r < rows; ++r)
+            for (int64_t c = 0; c < cols; ++c, ++m)
+              p[m] += static_cast<A>(rpb[h * g.bias_size + bias[r * lasts[0].count] + shift + c]);
+        }
         A top = -std::numeric_limits<A>::infinity();
-        for (int64_t j = 0; j < count; ++j) {
-          A x = dot(qs.data(), k + ((b * n_tokens + keys[j]) * H + h) * D, D);
-          if (rpb) x += static_cast<A>(rpb[h * g.bias_size + bias[j]]);
-          score[j] = x;
-          top = std::max(top, x);
-        }
+        for (int64_t j = 0; j < m; ++j) top = std::max(top, p[j]);
         A total = 0;
-        std::fill(acc.begin(), acc.end(), A(0));
-        for (int64_t j = 0; j < count; ++j) {
-          const A p = std::exp(score[j] - top);
-          total += p;
-          axpy(acc.data(), p, v + ((b * n_tokens + keys[j]) * H + h) * Dv, Dv);
+#pragma omp simd reduction(+ : total)
+        for (int64_t j = 0; j < m; ++j) {
+          p[j] = std::exp(p[j] - top);
+          total += p[j];
         }
-        T* o = out + ((b * n_tokens + n) * H + h) * Dv;
-        for (int64_t d = 0; d < Dv; ++d) o[d] = static_cast<T>(acc[d] / total);
+        // Probabilities back into the region's layout (zeros outside the window).
+        A* pi = probs.data() + i * rk;
+        m = 0;
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t c = 0; c < cols; ++c) pi[r * width + offset + c] = p[m++];
+        totals[i] = total;
         lse[(b * H + h) * n_tokens + n] = top + std::log(total);
+      }
+      // Weighted values: each region value row is read once for all queries of the segment.
+      acc.assign(seg.count * Dv, A(0));
+      for (int64_t j = 0; j < rk; ++j) {
+        const T* vj = v + ((b * n_tokens + region[j]) * H + h) * Dv;
+        for (int64_t i = 0; i < seg.count; ++i) axpy(acc.data() + i * Dv, probs[i * rk + j], vj, Dv);
+      }
+      for (int64_t i = 0; i < seg.count; ++i) {
+        T* o = out + ((b * n_tokens + seg.first_query + i * seg.step) * H + h) * Dv;
+        const A inverse = A(1) / totals[i];
+        for (int64_t d = 0; d < Dv; ++d) o[d] = static_cast<T>(acc[i * Dv + d] * inverse);
       }
     }
   }
