@@ -63,6 +63,11 @@ const T* maybe(const std::optional<at::Tensor>& t) {
   return t.has_value() ? t->data_ptr<T>() : nullptr;
 }
 
+// [B, *spatial, H, D] -> [B, H, D, N] in the accumulation type: kernels read runs of tokens.
+at::Tensor transposed(const at::Tensor& x) {
+  return x.view({x.size(0), -1, x.size(-2), x.size(-1)}).permute({0, 2, 3, 1}).to(acc_type(x)).contiguous();
+}
+
 std::optional<at::Tensor> contiguous(const std::optional<at::Tensor>& t) {
   if (!t.has_value()) return t;
   return t->contiguous();
@@ -79,9 +84,7 @@ std::tuple<at::Tensor, at::Tensor> fused_forward_cpu(
   auto out = at::empty(v.sizes(), v.options());
   auto lse = at::empty({q.size(0), q.size(-2), q.numel() / (q.size(0) * q.size(-2) * q.size(-1))},
                        q.options().dtype(acc_type(q)));
-  // k transposed to [B, H, D, N] in the accumulation type: the kernel reads runs of keys.
-  const int64_t batch = k.size(0), heads = k.size(-2), dim = k.size(-1);
-  auto kt = k.view({batch, -1, heads, dim}).permute({0, 2, 3, 1}).to(acc_type(q)).contiguous();
+  auto kt = transposed(k);
   with_rank(q.dim() - 3, [&](auto rank) {
     constexpr int R = decltype(rank)::value;
     const auto g = geometry<R>(q, kernel, dilation, stride, causal);
@@ -106,6 +109,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::optional<at::Tensor>> fused_
   auto dq = at::empty(q.sizes(), q.options());
   auto dk = at::zeros(k.sizes(), k.options().dtype(acc_type(q)));
   auto dv = at::zeros(v.sizes(), v.options().dtype(acc_type(q)));
+  auto kt = transposed(k), vt = transposed(v);
   std::optional<at::Tensor> drpb;
   with_rank(q.dim() - 3, [&](auto rank) {
     constexpr int R = decltype(rank)::value;
@@ -114,8 +118,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::optional<at::Tensor>> fused_
     if (rpb.has_value()) drpb_acc = at::zeros({q.size(0), q.size(-2), g.bias_size}, dk.options());
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "na_fused_backward", [&] {
       using A = acc_t<scalar_t>;
-      fused_backward<R, scalar_t, A>(g, shape_of(q, v), q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(),
-                                     v.data_ptr<scalar_t>(), maybe<scalar_t>(rpb), out.data_ptr<scalar_t>(),
+      fused_backward<R, scalar_t, A>(g, shape_of(q, v), q.data_ptr<scalar_t>(), kt.data_ptr<A>(),
+                                     vt.data_ptr<A>(), k.data_ptr<scalar_t>(), maybe<scalar_t>(rpb),
+                                     out.data_ptr<scalar_t>(),
                                      dout.data_ptr<scalar_t>(), lse.data_ptr<A>(), dq.data_ptr<scalar_t>(),
                                      dk.data_ptr<A>(), dv.data_ptr<A>(),
                                      rpb.has_value() ? drpb_acc.data_ptr<A>() : nullptr,

@@ -58,10 +58,80 @@ std::vector<Segment> segments(const Geometry<R>& g) {
   return out;
 }
 
+// A segment's region and each query's window inside it (shared by forward and backward).
+template <int R>
+struct SegmentRegion {
+  std::vector<int64_t> keys, bias, tokens;  // the first query's neighbors; the region's tokens
+  std::array<AxisWindow, kSegment> lasts;
+  int64_t low = 0, width = 0, rows = 0;
+
+  explicit SegmentRegion(int64_t window_keys) : keys(window_keys), bias(window_keys) {}
+
+  void build(const Geometry<R>& g, const Segment& seg) {
+    const Axis& last = g.axes[R - 1];
+    const int64_t coordinate = seg.first_query % last.length;
+    int64_t high = 0;
+    for (int64_t i = 0; i < seg.count; ++i) {
+      lasts[i] = axis_window(last, coordinate + i * seg.step);
+      const int64_t end = lasts[i].first + (lasts[i].count - 1) * last.dilation;
+      low = i == 0 ? lasts[i].first : std::min(low, lasts[i].first);
+      high = i == 0 ? end : std::max(high, end);
+    }
+    width = (high - low) / last.dilation + 1;
+    rows = g.neighbors(seg.first_query, keys.data(), bias.data()) / lasts[0].count;
+    tokens.resize(rows * width);
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t row_start = keys[r * lasts[0].count] - lasts[0].first;
+      for (int64_t c = 0; c < width; ++c) tokens[r * width + c] = row_start + low + c * last.dilation;
+    }
+  }
+
+  int64_t size() const { return rows * width; }
+  // Column of query i's first window key inside each region row.
+  int64_t offset(int64_t i, int64_t dilation) const { return (lasts[i].first - low) / dilation; }
+};
+
+// dst[d * size + j] = src_head[d * n_tokens + token_j]: a region of a transposed [D, N] head.
+template <int R, typename A>
+void gather_region(const SegmentRegion<R>& reg, const A* head, int64_t dim, int64_t n_tokens,
+                   int64_t step, std::vector<A>& dst) {
+  const int64_t size = reg.size();
+  dst.resize(dim * size);
+  for (int64_t d = 0; d < dim; ++d) {
+    for (int64_t r = 0; r < reg.rows; ++r) {
+      const A* run = head + d * n_tokens + reg.tokens[r * reg.width];
+      A* out = dst.data() + d * size + r * reg.width;
+      if (step == 1) {
+        std::copy(run, run + reg.width, out);
+      } else {
+        for (int64_t c = 0; c < reg.width; ++c) out[c] = run[c * step];
+      }
+    }
+  }
+}
+
+// out[i * size + j] = sum_d rows_i[d] * block[d * size + j] for the segment's queries; the
+// d loop is outside so that the queries' accumulations interleave.
+template <typename A, typename T>
+void rows_times_block(const T* first_row, int64_t row_stride, int64_t count, A factor,
+                      const std::vector<A>& block, int64_t dim, int64_t size, std::vector<A>& out) {
+  out.assign(count * size, A(0));
+  for (int64_t d = 0; d < dim; ++d) {
+    const A* column = block.data() + d * size;
+    for (int64_t i = 0; i < count; ++i) {
+      const A x = factor * static_cast<A>(first_row[i * row_stride + d]);
+      A* oi = out.data() + i * size;
+#pragma omp simd
+      for (int64_t j = 0; j < size; ++j) oi[j] += x * column[j];
+    }
+  }
+}
+
 // Fused forward. `kt` is k transposed to [B, H, D, N] (one copy per call). Per segment: every
-// query's scores against the whole region, as vectorized axpys over contiguous runs of kt; then
-// per query a softmax over its own window; then the weighted values, each value row read once
-// for the whole segment. Nothing of size [N, Kn] is kept; the log-sum-exp is saved for backward.
+// query's scores against the whole region, as vectorized axpys over a local [D, region] block;
+// then per query a softmax over its own window; then the weighted values, each value row read
+// once for the whole segment. Nothing of size [N, Kn] is kept; the log-sum-exp is saved for
+// backward.
 template <int R, typename T, typename A>
 void fused_forward(const Geometry<R>& g, const Shape& s, const T* q, const A* kt, const T* v,
                    const T* rpb, T* out, A* lse, A scale) {
@@ -71,76 +141,29 @@ void fused_forward(const Geometry<R>& g, const Shape& s, const T* q, const A* kt
   const int64_t n_parts = static_cast<int64_t>(parts.size());
 #pragma omp parallel
   {
-    std::vector<int64_t> keys(g.window_keys), bias(g.window_keys), region;
+    SegmentRegion<R> reg(g.window_keys);
     std::vector<A> kloc, scores, probs, p(g.window_keys), acc;
-    std::array<AxisWindow, kSegment> lasts;
-    std::array<A, kSegment> totals, qd;
+    std::array<A, kSegment> totals;
 #pragma omp for schedule(static)
     for (int64_t work = 0; work < s.batch * H * n_parts; ++work) {
       const int64_t b = work / (H * n_parts), h = (work / n_parts) % H;
       const Segment& seg = parts[work % n_parts];
-      // The region: the first query's keys with its last-axis window widened to the union.
-      const int64_t coordinate = seg.first_query % last.length;
-      int64_t low = 0, high = 0;
-      for (int64_t i = 0; i < seg.count; ++i) {
-        lasts[i] = axis_window(last, coordinate + i * seg.step);
-        const int64_t end = lasts[i].first + (lasts[i].count - 1) * last.dilation;
-        low = i == 0 ? lasts[i].first : std::min(low, lasts[i].first);
-        high = i == 0 ? end : std::max(high, end);
-      }
-      const int64_t width = (high - low) / last.dilation + 1;
-      const int64_t count = g.neighbors(seg.first_query, keys.data(), bias.data());
-      const int64_t rows = count / lasts[0].count;  // key rows of the other axes
-      region.resize(rows * width);
-      for (int64_t r = 0; r < rows; ++r) {
-        const int64_t row_start = keys[r * lasts[0].count] - lasts[0].first;
-        for (int64_t c = 0; c < width; ++c) region[r * width + c] = row_start + low + c * last.dilation;
-      }
-      const int64_t rk = rows * width, step = last.dilation;
-      // The region's keys as a local [D, region] block, copied in runs from kt.
-      kloc.resize(D * rk);
-      for (int64_t d = 0; d < D; ++d) {
-        const A* kd = kt + ((b * H + h) * D + d) * n_tokens;
-        for (int64_t r = 0; r < rows; ++r) {
-          const A* run = kd + region[r * width];
-          A* dst = kloc.data() + d * rk + r * width;
-          if (step == 1) {
-            std::copy(run, run + width, dst);
-          } else {
-            for (int64_t c = 0; c < width; ++c) dst[c] = run[c * step];
-          }
-        }
-      }
-      // Scores of every query against the whole region. d is the outer loop so that the
-      // accumulations of all queries interleave instead of waiting on one another.
-      scores.assign(seg.count * rk, A(0));
-      for (int64_t d = 0; d < D; ++d) {
-        const A* row = kloc.data() + d * rk;
-        for (int64_t i = 0; i < seg.count; ++i)
-          qd[i] = scale * static_cast<A>(q[((b * n_tokens + seg.first_query + i * seg.step) * H + h) * D + d]);
-        for (int64_t i = 0; i < seg.count; ++i) {
-          A* si = scores.data() + i * rk;
-          const A qi = qd[i];
-#pragma omp simd
-          for (int64_t j = 0; j < rk; ++j) si[j] += qi * row[j];
-        }
-      }
+      reg.build(g, seg);
+      const int64_t rk = reg.size(), row0 = (b * n_tokens + seg.first_query) * H + h;
+      const int64_t row_stride = seg.step * H;
+      gather_region(reg, kt + (b * H + h) * D * n_tokens, D, n_tokens, last.dilation, kloc);
+      rows_times_block(q + row0 * D, row_stride * D, seg.count, scale, kloc, D, rk, scores);
       probs.assign(seg.count * rk, A(0));
       for (int64_t i = 0; i < seg.count; ++i) {
-        const int64_t n = seg.first_query + i * seg.step;
-        const int64_t offset = (lasts[i].first - low) / last.dilation, cols = lasts[i].count;
+        const int64_t offset = reg.offset(i, last.dilation), cols = reg.lasts[i].count;
+        const int64_t shift = reg.lasts[i].bias0 - reg.lasts[0].bias0;
         const A* si = scores.data() + i * rk;
         int64_t m = 0;
-        for (int64_t r = 0; r < rows; ++r)
-          for (int64_t c = 0; c < cols; ++c) p[m++] = si[r * width + offset + c];
-        if (rpb) {
-          // Bias indices: the first query's, shifted by this query's last-axis window.
-          const int64_t shift = lasts[i].bias0 - lasts[0].bias0;
-          m = 0;
-          for (int64_t r = 0; r < rows; ++r)
-            for (int64_t c = 0; c < cols; ++c, ++m)
-              p[m] += static_cast<A>(rpb[h * g.bias_size + bias[r * lasts[0].count] + shift + c]);
-        }
+        for (int64_t r = 0; r < reg.rows; ++r)
+          for (int64_t c = 0; c < cols; ++c, ++m) {
+            p[m] = si[r * reg.width + offset + c];
+            if (rpb) p[m] += static_cast<A>(rpb[h * g.bias_size + reg.bias[r * reg.lasts[0].count] + shift + c]);
+          }
         A top = -std::numeric_limits<A>::infinity();
         for (int64_t j = 0; j < m; ++j) top = std::max(top, p[j]);
         A total = 0;
@@ -152,19 +175,19 @@ void fused_forward(const Geometry<R>& g, const Shape& s, const T* q, const A* kt
         // Probabilities back into the region's layout (zeros outside the window).
         A* pi = probs.data() + i * rk;
         m = 0;
-        for (int64_t r = 0; r < rows; ++r)
-          for (int64_t c = 0; c < cols; ++c) pi[r * width + offset + c] = p[m++];
+        for (int64_t r = 0; r < reg.rows; ++r)
+          for (int64_t c = 0; c < cols; ++c) pi[r * reg.width + offset + c] = p[m++];
         totals[i] = total;
-        lse[(b * H + h) * n_tokens + n] = top + std::log(total);
+        lse[(b * H + h) * n_tokens + seg.first_query + i * seg.step] = top + std::log(total);
       }
       // Weighted values: each region value row is read once for all queries of the segment.
       acc.assign(seg.count * Dv, A(0));
       for (int64_t j = 0; j < rk; ++j) {
-        const T* vj = v + ((b * n_tokens + region[j]) * H + h) * Dv;
+        const T* vj = v + ((b * n_tokens + reg.tokens[j]) * H + h) * Dv;
         for (int64_t i = 0; i < seg.count; ++i) axpy(acc.data() + i * Dv, probs[i * rk + j], vj, Dv);
       }
       for (int64_t i = 0; i < seg.count; ++i) {
-        T* o = out + ((b * n_tokens + seg.first_query + i * seg.step) * H + h) * Dv;
+        T* o = out + (row0 + i * row_stride) * Dv;
         const A inverse = A(1) / totals[i];
         for (int64_t d = 0; d < Dv; ++d) o[d] = static_cast<T>(acc[i * Dv + d] * inverse);
       }
@@ -172,41 +195,83 @@ void fused_forward(const Geometry<R>& g, const Shape& s, const T* q, const A* kt
   }
 }
 
-// Fused backward: recomputes each query's probabilities from the saved log-sum-exp. Work is
-// split by (batch, head): dk, dv and the bias gradient of one (b, h) are written by one thread.
-// dk, dv are accumulation buffers of type A ([B, N, H, D]); drpb is [B, H, prod(2K-1)].
+// Fused backward: per segment, recomputes P from the saved log-sum-exp over the region, dP from
+// dout and the region's values, then dS = P (dP - delta); dV, dK and dQ follow as axpys. Work is
+// split by (batch, head), so one thread owns the dk, dv and bias gradient it writes.
+// kt, vt: k and v transposed to [B, H, D, N]; dk, dv: accumulation buffers ([B, N, H, D]);
+// drpb: [B, H, prod(2K-1)].
 template <int R, typename T, typename A>
-void fused_backward(const Geometry<R>& g, const Shape& s, const T* q, const T* k, const T* v,
-                    const T* rpb, const T* out, const T* dout, const A* lse, T* dq, A* dk, A* dv,
-                    A* drpb, A scale) {
+void fused_backward(const Geometry<R>& g, const Shape& s, const T* q, const A* kt, const A* vt,
+                    const T* k, const T* rpb, const T* out, const T* dout, const A* lse, T* dq,
+                    A* dk, A* dv, A* drpb, A scale) {
   const int64_t n_tokens = g.tokens, H = s.heads, D = s.dim, Dv = s.dim_v;
+  const Axis& last = g.axes[R - 1];
+  const auto parts = segments(g);
 #pragma omp parallel
   {
-    std::vector<int64_t> keys(g.window_keys), bias(g.window_keys);
-    std::vector<A> qs(D), dqs(D), dos(Dv);
+    SegmentRegion<R> reg(g.window_keys);
+    std::vector<A> kloc, vloc, probs, dprobs, dqs;
+    std::array<A, kSegment> delta;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t bh = 0; bh < s.batch * H; ++bh) {
       const int64_t b = bh / H, h = bh % H;
-      for (int64_t n = 0; n < n_tokens; ++n) {
-        const int64_t row = (b * n_tokens + n) * H + h;
-        for (int64_t d = 0; d < D; ++d) qs[d] = scale * static_cast<A>(q[row * D + d]);
-        for (int64_t d = 0; d < Dv; ++d) dos[d] = static_cast<A>(dout[row * Dv + d]);
-        const A delta = dot(dos.data(), out + row * Dv, Dv);
-        const A m = lse[bh * n_tokens + n];
-        std::fill(dqs.begin(), dqs.end(), A(0));
-        const int64_t count = g.neighbors(n, keys.data(), bias.data());
-        for (int64_t j = 0; j < count; ++j) {
-          const int64_t key = (b * n_tokens + keys[j]) * H + h;
-          A x = dot(qs.data(), k + key * D, D);
-          if (rpb) x += static_cast<A>(rpb[h * g.bias_size + bias[j]]);
-          const A p = std::exp(x - m);
-          axpy(dv + key * Dv, p, dos.data(), Dv);
-          const A ds = p * (dot(dos.data(), v + key * Dv, Dv) - delta);
-          axpy(dqs.data(), ds, k + key * D, D);
-          axpy(dk + key * D, ds, qs.data(), D);  // qs carries the scale already
-          if (drpb) drpb[bh * g.bias_size + bias[j]] += ds;
+      for (const Segment& seg : parts) {
+        reg.build(g, seg);
+        const int64_t rk = reg.size(), row0 = (b * n_tokens + seg.first_query) * H + h;
+        const int64_t row_stride = seg.step * H;  // between the segment's queries, in rows
+        gather_region(reg, kt + bh * D * n_tokens, D, n_tokens, last.dilation, kloc);
+        gather_region(reg, vt + bh * Dv * n_tokens, Dv, n_tokens, last.dilation, vloc);
+        rows_times_block(q + row0 * D, row_stride * D, seg.count, scale, kloc, D, rk, probs);
+        rows_times_block(dout + row0 * Dv, row_stride * Dv, seg.count, A(1), vloc, Dv, rk, dprobs);
+        for (int64_t i = 0; i < seg.count; ++i) {
+          const int64_t n = seg.first_query + i * seg.step, row = row0 + i * row_stride;
+          delta[i] = 0;
+          for (int64_t d = 0; d < Dv; ++d)
+            delta[i] += static_cast<A>(dout[row * Dv + d]) * static_cast<A>(out[row * Dv + d]);
+          const A m = lse[bh * n_tokens + n];
+          const int64_t offset = reg.offset(i, last.dilation), cols = reg.lasts[i].count;
+          const int64_t shift = reg.lasts[i].bias0 - reg.lasts[0].bias0;
+          A* pi = probs.data() + i * rk;
+          A* dpi = dprobs.data() + i * rk;
+          for (int64_t r = 0; r < reg.rows; ++r) {
+            // Outside the window P is zero; inside, P and dS = P (dP - delta).
+            const int64_t begin = r * reg.width + offset, end = begin + cols;
+            for (int64_t j = r * reg.width; j < (r + 1) * reg.width; ++j) {
+              if (j < begin || j >= end) {
+                pi[j] = dpi[j] = 0;
+                continue;
+              }
+              A x = pi[j];
+              const int64_t bias_index = reg.bias[r * reg.lasts[0].count] + shift + (j - begin);
+              if (rpb) x += static_cast<A>(rpb[h * g.bias_size + bias_index]);
+              pi[j] = std::exp(x - m);
+              dpi[j] = pi[j] * (dpi[j] - delta[i]);
+              if (drpb) drpb[bh * g.bias_size + bias_index] += dpi[j];
+            }
+          }
         }
-        for (int64_t d = 0; d < D; ++d) dq[row * D + d] = static_cast<T>(scale * dqs[d]);
+        // dV_j += sum_i P_ij dO_i and dK_j += scale sum_i dS_ij q_i with the queries outside, so
+        // that consecutive updates go to different keys; dQ_i = scale sum_j dS_ij k_j with the
+        // keys outside, so that they go to different queries.
+        for (int64_t i = 0; i < seg.count; ++i) {
+          const int64_t row = row0 + i * row_stride;
+          const int64_t offset = reg.offset(i, last.dilation), cols = reg.lasts[i].count;
+          for (int64_t r = 0; r < reg.rows; ++r) {
+            for (int64_t j = r * reg.width + offset; j < r * reg.width + offset + cols; ++j) {
+              const int64_t key = (b * n_tokens + reg.tokens[j]) * H + h;
+              axpy(dv + key * Dv, probs[i * rk + j], dout + row * Dv, Dv);
+              axpy(dk + key * D, scale * dprobs[i * rk + j], q + row * D, D);
+            }
+          }
+        }
+        dqs.assign(seg.count * D, A(0));
+        for (int64_t j = 0; j < rk; ++j) {
+          const T* kj = k + ((b * n_tokens + reg.tokens[j]) * H + h) * D;
+          for (int64_t i = 0; i < seg.count; ++i) axpy(dqs.data() + i * D, dprobs[i * rk + j], kj, D);
+        }
+        for (int64_t i = 0; i < seg.count; ++i)
+          for (int64_t d = 0; d < D; ++d)
+            dq[(row0 + i * row_stride) * D + d] = static_cast<T>(scale * dqs[i * D + d]);
       }
     }
   }
