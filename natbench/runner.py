@@ -19,7 +19,7 @@ from natbench.case import Case
 from natbench.dtypes import tolerance, torch_dtype
 from natbench.errors import InvalidProblemError
 from natbench.memory import peak_bytes
-from natbench.stats import summarize
+from natbench.stats import median_ci, summarize
 from natbench.suite import Point
 from natbench.timing import TimingPolicy, cpu_sampler, cuda_sampler, sample_adaptively
 
@@ -180,14 +180,62 @@ def _measure(case: Case, backend, context: RunContext, timed: bool) -> dict:
         result.update(status="timeout", reason=f"one call took {probe:.2f} s, over the "
                       f"{policy.max_time_s:g} s budget; raise --max-time to measure it fully")
         return result
-    timing = sample_adaptively(sampler, policy)
-    result.update(_timing_fields(timing.samples, timing.stop, case, backend.op, context))
-    result["threads"] = torch.get_num_threads()
+    timing = sample_adaptively(sampler, policy.per_round())
+    result.update(samples_s=timing.samples, stop=timing.stop, threads=torch.get_num_threads())
     return result
 
 
-def _timing_fields(samples, stop: str, case: Case, op: str, context: RunContext) -> dict:
+def time_again(point: Point, backend_name: str, context: RunContext) -> dict:
+    """A later round of a pair whose first round was ok: bind again, warm up, sample."""
+    case, backend = point.case, get_backend(backend_name)
+    try:
+        bound = backend.bind(case, *make_inputs(case, context.seed))
+        out = bound.fn() if case.needs_backward else _no_grad(bound.fn)
+        setup, call = _pass_callables(bound, case, out)
+        del out
+        sampler = (cuda_sampler if case.device == "cuda" else cpu_sampler)(call, setup)
+        timing = sample_adaptively(sampler, context.policy.per_round())
+        return {"status": "ok", "samples_s": timing.samples, "stop": timing.stop}
+    except Exception as error:
+        status = "oom" if _is_oom(error) else "error"
+        return {"status": status, "reason": f"{type(error).__name__}: {error}"[:2000]}
+
+
+def _no_grad(fn):
+    with torch.no_grad():
+        return fn()
+
+
+def merge_rounds(rounds: list[dict], context: RunContext) -> dict:
+    """The result row of a pair from its rounds (the first carries checks and memory).
+
+    The median and percentiles come from all samples pooled; the 95% CI spans every round's own
+    CI of its median, so drift of the machine between rounds (minutes apart) widens it instead
+    of hiding behind many correlated samples.
+    """
+    first = rounds[0]
+    row = {k: v for k, v in first.items() if k != "round"}
+    row["record"] = "row"
+    if first["status"] != "ok":  # skipped, error, oom, or a timeout with its one sample
+        return row
+    failed = [r for r in rounds[1:] if r["status"] != "ok"]
+    if failed:
+        return {**row, "status": failed[0]["status"], "reason": failed[0]["reason"]}
+    case = Case.from_record(first)
+    samples = [s for r in rounds for s in r["samples_s"]]
+    intervals = [median_ci(r["samples_s"]) for r in rounds]
+    ci = (min(low for low, _ in intervals), max(high for _, high in intervals))
+    stop = ",".join(sorted({r["stop"] for r in rounds}))
+    row.update(_timing_fields(samples, stop, case, first["op"], context, ci))
+    row["rounds"] = len(rounds)
+    row["round_medians_ms"] = [summarize(r["samples_s"]).median * 1e3 for r in rounds]
+    return row
+
+
+def _timing_fields(samples, stop: str, case: Case, op: str, context: RunContext,
+                   ci: tuple[float, float] | None = None) -> dict:
     summary = summarize(samples)
+    ci_low, ci_high = ci or (summary.ci_low, summary.ci_high)
     flops = case.flops(op)
     tflops = flops / summary.median / 1e12
     calibration = context.calibrations.get((case.device, case.dtype))
@@ -197,6 +245,6 @@ def _timing_fields(samples, stop: str, case: Case, op: str, context: RunContext)
         "latency_ms_median": summary.median * 1e3, "latency_ms_mean": summary.mean * 1e3,
         "latency_ms_min": summary.min * 1e3, "latency_ms_p10": summary.p10 * 1e3,
         "latency_ms_p90": summary.p90 * 1e3, "latency_ms_iqr": summary.iqr * 1e3,
-        "latency_ms_ci_low": summary.ci_low * 1e3, "latency_ms_ci_high": summary.ci_high * 1e3,
+        "latency_ms_ci_low": ci_low * 1e3, "latency_ms_ci_high": ci_high * 1e3,
         "flops": flops, "tflops": tflops, "pct_of_peak": pct,
     }

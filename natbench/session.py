@@ -19,7 +19,7 @@ def execute(suite: Suite, points: list[Point], backends: list[str], device: str,
     """
     from natbench.calibrate import calibrate
     from natbench.env import collect, pin_allocator
-    from natbench.runner import RunContext, run_pair
+    from natbench.runner import RunContext
 
     allocator = pin_allocator()
     header = {**collect(device, suite.name), "suite_file": str(suite.path), "backends": backends,
@@ -28,8 +28,8 @@ def execute(suite: Suite, points: list[Point], backends: list[str], device: str,
     writer = store.ResultsWriter(path, header, resume)
     context = RunContext(policy)
     todo = [(p, b) for p in points for b in backends if (p.case.key, b) not in writer.done]
-    sink.info(f"{suite.name}: {len(points)} cases x {len(backends)} backends on {device}; "
-              f"{len(todo)} to measure; results -> {path}")
+    sink.info(f"{suite.name}: {len(points)} cases x {len(backends)} backends on {device}, "
+              f"{policy.rounds} rounds; {len(todo)} to measure; results -> {path}")
     rows = []
     try:
         for dtype in sorted({p.case.dtype for p, _ in todo}):
@@ -39,14 +39,15 @@ def execute(suite: Suite, points: list[Point], backends: list[str], device: str,
                 writer.write(calibration.to_record())
         for record in store.load(path).calibrations:
             context.calibrations[(record["device"], record["dtype"])] = _Calibration(record)
-        with sink.progress(len(todo)) as advance:
-            for point, backend in todo:
-                record = run_pair(point, backend, context)
-                writer.write(record)
-                rows.append(record)
-                if sink.json_mode:
-                    sink.json(record)
-                advance(f"{backend} {point.label or ''} {point.case.key}")
+        with sink.progress(len(todo) * policy.rounds) as advance:
+            for round_ in range(policy.rounds):
+                for point, backend in todo:
+                    row = _step(point, backend, round_, writer, context)
+                    if row is not None:
+                        rows.append(row)
+                        if sink.json_mode:
+                            sink.json(row)
+                    advance(f"round {round_ + 1}: {backend} {point.label or ''} {point.case.key}")
     except KeyboardInterrupt:
         writer.close()
         sink.warn(f"interrupted: {len(rows)} rows are on disk in {path}; continue with "
@@ -58,6 +59,30 @@ def execute(suite: Suite, points: list[Point], backends: list[str], device: str,
            sink)
     sink.info(f"results: {path}")
     return everything
+
+
+def _step(point: Point, backend: str, round_: int, writer: store.ResultsWriter, context) -> dict | None:
+    """Measure one round of a pair (unless it is on disk already); returns its row when done.
+
+    Rounds are interleaved over the whole suite: round 2 of the first case runs minutes after
+    round 1, so the machine's drift shows in the spread between rounds.
+    """
+    from natbench.runner import merge_rounds, run_pair, time_again
+
+    key = (point.case.key, backend)
+    rounds = writer.rounds.setdefault(key, [])
+    if key in writer.done or round_ < len(rounds):
+        return None
+    record = run_pair(point, backend, context) if round_ == 0 else \
+        {**rounds[0], **time_again(point, backend, context)}
+    record.update(record="round", round=round_)
+    writer.write(record)
+    rounds.append(record)
+    if record["status"] != "ok" or len(rounds) == context.policy.rounds:
+        row = merge_rounds(rounds, context)
+        writer.write(row)
+        return row
+    return None
 
 
 class _Calibration:

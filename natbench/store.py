@@ -1,8 +1,9 @@
 """Results files: JSON Lines with a versioned schema (documented in docs/results-schema.md).
 
-Line 1 is the header record (environment, suite, command). Then `calibration` records and one
-`row` record per case x backend x pass, each appended and flushed as soon as it is measured, so a
-killed run loses nothing that finished. Loading tolerates a torn last line (the run was killed
+Line 1 is the header record (environment, suite, command). Then `calibration` records, a `round`
+record per pair and round, and one `row` record per case x backend x pass once its rounds are
+done, each appended and flushed as soon as it is measured, so a killed run loses nothing that
+finished and `--resume` continues with the missing rounds. Loading tolerates a torn last line (the run was killed
 mid-write) and upgrades older schema versions through `_UPGRADES`.
 """
 
@@ -27,6 +28,7 @@ class Results:
     header: dict
     rows: list[dict] = field(default_factory=list)
     calibrations: list[dict] = field(default_factory=list)
+    rounds: list[dict] = field(default_factory=list)
     torn_lines: int = 0
 
     def calibration(self, device: str, dtype: str) -> dict | None:
@@ -73,6 +75,8 @@ def load(path: str | Path) -> Results:
             results.rows.append(record)
         elif kind == "calibration":
             results.calibrations.append(record)
+        elif kind == "round":
+            results.rounds.append(record)
     return results
 
 
@@ -92,6 +96,7 @@ class ResultsWriter:
         self.path = Path(path)
         self.done: set[tuple[str, str]] = set()
         self.calibrated: set[tuple[str, str]] = set()
+        self.rounds: dict[tuple[str, str], list[dict]] = {}  # of pairs without a row yet
         if self.path.exists() and self.path.stat().st_size > 0:
             if not resume:
                 raise ResultsError(f"{self.path} already exists; pass --resume to continue it, "
@@ -103,6 +108,9 @@ class ResultsWriter:
                                    f"resume it there, or --out a new file.")
             self.done = {row_key(r) for r in old.rows}
             self.calibrated = {(c["device"], c["dtype"]) for c in old.calibrations}
+            for record in old.rounds:
+                if row_key(record) not in self.done:
+                    self.rounds.setdefault(row_key(record), []).append(record)
             self._file = self.path.open("a")
             if old.torn_lines:
                 self._truncate_torn_tail()

@@ -27,6 +27,15 @@ class TimingPolicy:
     max_time_s: float = 1.0
     max_samples: int = 2000
     noise_target: float = 0.02
+    # Each case is measured in this many rounds spread over the whole run (see session.py);
+    # the time budgets above are split across them.
+    rounds: int = 3
+
+    def per_round(self) -> TimingPolicy:
+        from dataclasses import replace
+
+        return replace(self, min_time_s=self.min_time_s / self.rounds,
+                       max_time_s=self.max_time_s / self.rounds, rounds=1)
 
 
 @dataclass(frozen=True)

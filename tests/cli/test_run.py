@@ -78,26 +78,29 @@ def test_verify_passes_for_the_available_backends(cli):
     assert "FAIL" not in stdout and "checks passed" in stderr
 
 
-def test_ctrl_c_keeps_finished_rows_and_resume_completes(cli, tmp_path, monkeypatch):
+def test_ctrl_c_keeps_finished_rounds_and_resume_completes(cli, tmp_path, monkeypatch):
     from natbench import runner
 
     out = tmp_path / "r.jsonl"
     real, calls = runner.run_pair, []
 
-    def interrupted(*args, **kwargs):
-        calls.append(1)
+    def counted(*args, **kwargs):
+        calls.append(args[1])
         if len(calls) == 3:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(runner, "run_pair", interrupted)
+    monkeypatch.setattr(runner, "run_pair", counted)
     code, _, stderr = cli("run", *FAST, "--out", out)
     assert code == 130 and "--resume" in stderr
-    assert len(store.load(out).rows) == 2
-    monkeypatch.setattr(runner, "run_pair", real)
+    partial = store.load(out)
+    assert len(partial.rounds) == 2 and not partial.rows  # two first rounds finished
+    calls.clear()
     code, _, _ = cli("run", *FAST, "--out", out, "--resume")
-    rows = store.load(out).rows
-    assert code == 0 and len(rows) == 4 and len({(r["case_key"], r["backend"]) for r in rows}) == 4
+    results = store.load(out)
+    assert code == 0 and len(calls) == 2  # only the pairs whose first round was missing
+    assert len(results.rows) == 4 and len({(r["case_key"], r["backend"]) for r in results.rows}) == 4
+    assert all(r["rounds"] == 3 and len(r["round_medians_ms"]) == 3 for r in results.rows)
 
 
 @pytest.mark.parametrize("args,message", [

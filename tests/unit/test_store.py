@@ -77,3 +77,25 @@ def test_every_schema_version_on_file_still_loads():
         results = store.load(path)
         assert results.header["env"]["torch_version"] and results.rows
         assert all(r["status"] in ("ok", "skipped", "error", "oom", "timeout") for r in results.rows)
+
+
+def test_merge_rounds_pools_samples_and_spans_every_rounds_ci():
+    from natbench.case import Case
+    from natbench.runner import RunContext, merge_rounds
+    from natbench.stats import median_ci
+    from natbench.timing import TimingPolicy
+
+    case = Case.build(2, 1, 1, 8, 8, 3)
+    first = {"record": "round", "round": 0, "backend": "torch", "op": "na", **case.to_record(),
+             "case_key": case.key, "status": "ok", "reason": None, "stop": "converged",
+             "samples_s": [1.0, 1.01, 0.99, 1.0, 1.02, 0.98]}
+    later = [{**first, "round": 1, "samples_s": [1.2, 1.21, 1.19, 1.2, 1.22, 1.18]},
+             {**first, "round": 2, "samples_s": [1.1, 1.11, 1.09, 1.1, 1.12, 1.08]}]
+    row = merge_rounds([first, *later], RunContext(TimingPolicy()))
+    assert row["record"] == "row" and row["samples"] == 18 and row["rounds"] == 3
+    # a drifting machine: the CI spans the lowest and the highest round, not the pooled samples
+    assert row["latency_ms_ci_low"] == median_ci(first["samples_s"])[0] * 1e3
+    assert row["latency_ms_ci_high"] == median_ci(later[0]["samples_s"])[1] * 1e3
+    assert row["round_medians_ms"] == [1000.0, 1200.0, 1100.0]
+    failed = merge_rounds([first, {**later[0], "status": "error", "reason": "boom"}], RunContext(TimingPolicy()))
+    assert failed["status"] == "error" and failed["reason"] == "boom"

@@ -57,6 +57,11 @@ def test_never_exceeds_max_samples():
     assert timing.stop == "max-samples" and len(timing.samples) == 37
 
 
+def test_per_round_policy_splits_the_time_budgets():
+    policy = TimingPolicy(min_time_s=0.3, max_time_s=3.0, rounds=3).per_round()
+    assert (policy.min_time_s, policy.max_time_s, policy.rounds) == (pytest.approx(0.1), 1.0, 1)
+
+
 def test_cpu_sampler_times_only_the_timed_call():
     ticks = iter(range(0, 10_000, 7))  # the fake ns clock advances 7 ns per reading
     calls = []
