@@ -38,6 +38,7 @@ inline void axpy(A* y, A alpha, const T* x, int64_t n) {
 // along the last axis. They share their windows on every other axis, so their keys form one
 // region: the per-axis windows times the union of their last-axis windows.
 constexpr int64_t kSegment = 8;
+constexpr int64_t kLanes = 16;  // region keys per micro-kernel step: one 512-bit vector of floats
 
 struct Segment {
   int64_t first_query, count, step;  // queries first_query + i * step, i < count
@@ -87,16 +88,19 @@ struct SegmentRegion {
   }
 
   int64_t size() const { return rows * width; }
+  // Row stride of per-region buffers: a multiple of kLanes, so micro-kernels need no tail.
+  int64_t padded() const { return (size() + kLanes - 1) / kLanes * kLanes; }
   // Column of query i's first window key inside each region row.
   int64_t offset(int64_t i, int64_t dilation) const { return (lasts[i].first - low) / dilation; }
 };
 
-// dst[d * size + j] = src_head[d * n_tokens + token_j]: a region of a transposed [D, N] head.
+// dst[d * padded + j] = src_head[d * n_tokens + token_j]: a region of a transposed [D, N] head,
+// zero past the region's end.
 template <int R, typename A>
 void gather_region(const SegmentRegion<R>& reg, const A* head, int64_t dim, int64_t n_tokens,
                    int64_t step, std::vector<A>& dst) {
-  const int64_t size = reg.size();
-  dst.resize(dim * size);
+  const int64_t size = reg.padded();
+  dst.assign(dim * size, A(0));
   for (int64_t d = 0; d < dim; ++d) {
     for (int64_t r = 0; r < reg.rows; ++r) {
       const A* run = head + d * n_tokens + reg.tokens[r * reg.width];
@@ -110,20 +114,27 @@ void gather_region(const SegmentRegion<R>& reg, const A* head, int64_t dim, int6
   }
 }
 
-// out[i * size + j] = sum_d rows_i[d] * block[d * size + j] for the segment's queries; the
-// d loop is outside so that the queries' accumulations interleave.
+// out[i * size + j] = factor * sum_d rows_i[d] * block[d * size + j] for the segment's queries
+// (size: a multiple of kLanes). A register-blocked micro-kernel: kSegment x kLanes accumulators
+// live in vector registers across the whole d loop; rows past `count` are computed as zeros.
 template <typename A, typename T>
 void rows_times_block(const T* first_row, int64_t row_stride, int64_t count, A factor,
                       const std::vector<A>& block, int64_t dim, int64_t size, std::vector<A>& out) {
-  out.assign(count * size, A(0));
-  for (int64_t d = 0; d < dim; ++d) {
-    const A* column = block.data() + d * size;
-    for (int64_t i = 0; i < count; ++i) {
-      const A x = factor * static_cast<A>(first_row[i * row_stride + d]);
-      A* oi = out.data() + i * size;
+  std::vector<A> rows(kSegment * dim, A(0));
+  for (int64_t i = 0; i < count; ++i)
+    for (int64_t d = 0; d < dim; ++d) rows[d * kSegment + i] = factor * static_cast<A>(first_row[i * row_stride + d]);
+  out.resize(kSegment * size);
+  for (int64_t j0 = 0; j0 < size; j0 += kLanes) {
+    A acc[kSegment][kLanes] = {};
+    for (int64_t d = 0; d < dim; ++d) {
+      const A* column = block.data() + d * size + j0;
+      const A* x = rows.data() + d * kSegment;
+      for (int64_t i = 0; i < kSegment; ++i)
 #pragma omp simd
-      for (int64_t j = 0; j < size; ++j) oi[j] += x * column[j];
+        for (int64_t t = 0; t < kLanes; ++t) acc[i][t] += x[i] * column[t];
     }
+    for (int64_t i = 0; i < kSegment; ++i)
+      for (int64_t t = 0; t < kLanes; ++t) out[i * size + j0 + t] = acc[i][t];
   }
 }
 
@@ -149,7 +160,7 @@ void fused_forward(const Geometry<R>& g, const Shape& s, const T* q, const A* kt
       const int64_t b = work / (H * n_parts), h = (work / n_parts) % H;
       const Segment& seg = parts[work % n_parts];
       reg.build(g, seg);
-      const int64_t rk = reg.size(), row0 = (b * n_tokens + seg.first_query) * H + h;
+      const int64_t rk = reg.padded(), row0 = (b * n_tokens + seg.first_query) * H + h;
       const int64_t row_stride = seg.step * H;
       gather_region(reg, kt + (b * H + h) * D * n_tokens, D, n_tokens, last.dilation, kloc);
       rows_times_block(q + row0 * D, row_stride * D, seg.count, scale, kloc, D, rk, scores);
@@ -182,7 +193,7 @@ void fused_forward(const Geometry<R>& g, const Shape& s, const T* q, const A* kt
       }
       // Weighted values: each region value row is read once for all queries of the segment.
       acc.assign(seg.count * Dv, A(0));
-      for (int64_t j = 0; j < rk; ++j) {
+      for (int64_t j = 0; j < reg.size(); ++j) {
         const T* vj = v + ((b * n_tokens + reg.tokens[j]) * H + h) * Dv;
         for (int64_t i = 0; i < seg.count; ++i) axpy(acc.data() + i * Dv, probs[i * rk + j], vj, Dv);
       }
@@ -217,7 +228,7 @@ void fused_backward(const Geometry<R>& g, const Shape& s, const T* q, const A* k
       const int64_t b = bh / H, h = bh % H;
       for (const Segment& seg : parts) {
         reg.build(g, seg);
-        const int64_t rk = reg.size(), row0 = (b * n_tokens + seg.first_query) * H + h;
+        const int64_t rk = reg.padded(), row0 = (b * n_tokens + seg.first_query) * H + h;
         const int64_t row_stride = seg.step * H;  // between the segment's queries, in rows
         gather_region(reg, kt + bh * D * n_tokens, D, n_tokens, last.dilation, kloc);
         gather_region(reg, vt + bh * Dv * n_tokens, Dv, n_tokens, last.dilation, vloc);
@@ -265,7 +276,7 @@ void fused_backward(const Geometry<R>& g, const Shape& s, const T* q, const A* k
           }
         }
         dqs.assign(seg.count * D, A(0));
-        for (int64_t j = 0; j < rk; ++j) {
+        for (int64_t j = 0; j < reg.size(); ++j) {
           const T* kj = k + ((b * n_tokens + reg.tokens[j]) * H + h) * D;
           for (int64_t i = 0; i < seg.count; ++i) axpy(dqs.data() + i * D, dprobs[i * rk + j], kj, D);
         }
