@@ -111,3 +111,16 @@ def test_a_failed_build_makes_natten_unavailable_and_others_still_run(monkeypatc
     case = Case.build(2, 1, 1, 4, 8, 3)
     assert "error: boom" in natten.NattenBackend().supports(case)
     assert get_backend("torch").supports(case) is None
+
+
+@pytest.mark.parametrize("head_dim", [16, 32, 64])
+@pytest.mark.parametrize("features", FEATURES[::2], ids=lambda f: f"r{f[0]}-{f[1]}-k{f[2]}")
+def test_vector_width_head_dims_match_reference_float64(features, head_dim):
+    """Head dims that are multiples of 16 take the register-blocked paths."""
+    case = _case(*features, head_dim=head_dim).with_(dtype="float64", pass_="fwdbwd")
+    inputs = make_inputs(case, requires_grad=True)
+    out, grads = _forward_and_grads("natten", case, inputs)
+    ref_out, ref_grads = _forward_and_grads("reference", case, inputs)
+    torch.testing.assert_close(out, ref_out, atol=1e-10, rtol=1e-9)
+    for got, expected in zip(grads, ref_grads):
+        torch.testing.assert_close(got, expected, atol=1e-10, rtol=1e-9)
