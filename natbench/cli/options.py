@@ -14,7 +14,8 @@ Device = Annotated[str, typer.Option(help="cpu, cuda, or auto (CUDA when present
 Dtype = Annotated[Optional[str], typer.Option(help="Override the dtype axis, e.g. float16 or float32,bfloat16.")]
 Pass = Annotated[Optional[str], typer.Option("--pass", help="fwd, bwd or fwdbwd (comma-separated sweeps).")]
 Sets = Annotated[Optional[list[str]], typer.Option("--set", help="AXIS=v1,v2: override or sweep any axis; per-axis values as 56x48.")]
-MaxTime = Annotated[Optional[float], typer.Option(help="Hard maximum seconds of sampling per case and backend.")]
+MaxTime = Annotated[Optional[float], typer.Option(help="Hard maximum seconds of sampling per case and backend, all rounds together.")]
+Rounds = Annotated[Optional[int], typer.Option(min=1, help="Rounds per case, spread over the run (default 3); a row's CI spans them.")]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON only, on stdout.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or notes; results only.")]
 

@@ -34,6 +34,15 @@ def test_run_writes_every_row_and_prints_the_table(cli, tmp_path):
     assert "torch" in stdout and "swin" in stdout and "sdpa" in stdout
 
 
+def test_rounds_option_sets_the_rounds_of_every_row(cli, tmp_path):
+    out = tmp_path / "r.jsonl"
+    code, _, _ = cli("run", *FAST, "--backend", "torch", "--rounds", "2", "--out", out)
+    results = store.load(out)
+    assert code == 0 and [r["round"] for r in results.rounds] == [0, 1]
+    assert results.rows[0]["rounds"] == 2 and results.header["policy"]["rounds"] == 2
+    assert cli("run", *FAST, "--rounds", "0")[0] == 2
+
+
 def test_json_prints_only_json_rows(cli, tmp_path):
     code, stdout, _ = cli("run", *FAST, "--backend", "torch", "--json", "--out", tmp_path / "r.jsonl")
     assert code == 0
