@@ -31,7 +31,7 @@ _ORACLE_ROWS = 512
 @dataclass
 class RunContext:
     policy: TimingPolicy
-    calibrations: dict = field(default_factory=dict)  # (device, dtype) -> Calibration
+    calibrations: dict = field(default_factory=dict)  # (device, dtype) -> calibration record
     seed: int = 0
     _oracle: dict = field(default_factory=dict)
 
@@ -108,10 +108,7 @@ def _pass_callables(bound, case: Case, out):
             leaf.grad = None
 
     if case.pass_ == "fwd":
-        def forward():
-            with torch.no_grad():
-                return bound.fn()
-        return None, forward
+        return None, lambda: _no_grad(bound.fn)
     grad_out = torch.randn_like(out)
     if case.pass_ == "fwdbwd":
         return clear, lambda: bound.fn().backward(grad_out)
@@ -153,11 +150,7 @@ def _measure(case: Case, backend, context: RunContext, timed: bool) -> dict:
     inputs = make_inputs(case, context.seed)
     bound = backend.bind(case, *inputs)
     begin = time.perf_counter()
-    if case.needs_backward:
-        out = bound.fn()
-    else:
-        with torch.no_grad():
-            out = bound.fn()
+    out = bound.fn() if case.needs_backward else _no_grad(bound.fn)
     if case.device == "cuda":
         torch.cuda.synchronize()
     first_call_s = time.perf_counter() - begin
@@ -239,7 +232,7 @@ def _timing_fields(samples, stop: str, case: Case, op: str, context: RunContext,
     flops = case.flops(op)
     tflops = flops / summary.median / 1e12
     calibration = context.calibrations.get((case.device, case.dtype))
-    pct = None if calibration is None else 100 * tflops * 1e12 / calibration.matmul_flops_per_s
+    pct = None if calibration is None else 100 * tflops * 1e12 / calibration["matmul_flops_per_s"]
     return {
         "samples": summary.n, "samples_s": samples, "stop": stop,
         "latency_ms_median": summary.median * 1e3, "latency_ms_mean": summary.mean * 1e3,

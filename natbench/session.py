@@ -33,12 +33,10 @@ def execute(suite: Suite, points: list[Point], backends: list[str], device: str,
     rows = []
     try:
         for dtype in sorted({p.case.dtype for p, _ in todo}):
-            if (device, dtype) not in writer.calibrated:
+            if (device, dtype) not in writer.calibrations:
                 sink.info(f"calibrating {device} {dtype} matmul and copy bandwidth")
-                calibration = calibrate(device, dtype)
-                writer.write(calibration.to_record())
-        for record in store.load(path).calibrations:
-            context.calibrations[(record["device"], record["dtype"])] = _Calibration(record)
+                writer.write(calibrate(device, dtype).to_record())
+        context.calibrations = writer.calibrations
         with sink.progress(len(todo) * policy.rounds) as advance:
             for round_ in range(policy.rounds):
                 for point, backend in todo:
@@ -83,13 +81,6 @@ def _step(point: Point, backend: str, round_: int, writer: store.ResultsWriter, 
         writer.write(row)
         return row
     return None
-
-
-class _Calibration:
-    """A calibration record as the runner's pct_of_peak needs it."""
-
-    def __init__(self, record: dict):
-        self.matmul_flops_per_s = record["matmul_flops_per_s"]
 
 
 def report(rows: list[dict], backends: list[str], title: str, sink: Sink) -> None:

@@ -95,7 +95,7 @@ class ResultsWriter:
     def __init__(self, path: str | Path, header: dict, resume: bool = False):
         self.path = Path(path)
         self.done: set[tuple[str, str]] = set()
-        self.calibrated: set[tuple[str, str]] = set()
+        self.calibrations: dict[tuple[str, str], dict] = {}  # (device, dtype) -> record
         self.rounds: dict[tuple[str, str], list[dict]] = {}  # of pairs without a row yet
         if self.path.exists() and self.path.stat().st_size > 0:
             if not resume:
@@ -107,7 +107,7 @@ class ResultsWriter:
                 raise ResultsError(f"{self.path} was recorded on another setup ({'; '.join(differ)}); "
                                    f"resume it there, or --out a new file.")
             self.done = {row_key(r) for r in old.rows}
-            self.calibrated = {(c["device"], c["dtype"]) for c in old.calibrations}
+            self.calibrations = {(c["device"], c["dtype"]): c for c in old.calibrations}
             for record in old.rounds:
                 if row_key(record) not in self.done:
                     self.rounds.setdefault(row_key(record), []).append(record)
@@ -132,6 +132,8 @@ class ResultsWriter:
         os.fsync(self._file.fileno())
         if record.get("record") == "row":
             self.done.add(row_key(record))
+        elif record.get("record") == "calibration":
+            self.calibrations[(record["device"], record["dtype"])] = record
 
     def close(self) -> None:
         self._file.close()

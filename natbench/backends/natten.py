@@ -18,7 +18,6 @@ import torch
 
 from natbench.backends.base import Backend, Capabilities, default_scale
 from natbench.extension import build
-from natbench.flops import na_forward_flops
 from natbench.geometry import NAGeometry
 
 
@@ -28,12 +27,11 @@ def _geometry(q_shape, kernel_size, dilation, stride, is_causal) -> NAGeometry:
 
 
 def _flops(q_shape, v_last, kernel_size, dilation, stride, is_causal, parts=("qk", "av")) -> int:
-    """The FLOP convention, split into its two products (QK: D, AV: Dv)."""
+    """The FLOP convention, 2 * B * heads * keys attended * dims, for the products in `parts`
+    (QK over D, AV over Dv)."""
     geometry = _geometry(q_shape, kernel_size, dilation, stride, is_causal)
-    batch, heads, dim = q_shape[0], q_shape[-2], q_shape[-1]
-    total = na_forward_flops(batch, heads, geometry, dim, v_last)
-    per_dim = total // (dim + v_last)
-    return per_dim * ((dim if "qk" in parts else 0) + (v_last if "av" in parts else 0))
+    dims = (q_shape[-1] if "qk" in parts else 0) + (v_last if "av" in parts else 0)
+    return 2 * q_shape[0] * q_shape[-2] * geometry.keys_per_query_sum() * dims
 
 
 @lru_cache(maxsize=1)
