@@ -4,7 +4,7 @@ PIP = $(PYTHON) -m pip --disable-pip-version-check
 TORCH_VERSION ?= 2.13.0
 NATTEN_VERSION ?= 0.21.7
 
-.PHONY: install natten-lib run test
+.PHONY: install natten-lib run test cuda-check
 
 # torch first, pinned, and only when absent: an unpinned torch would pull the CUDA build.
 install:
@@ -20,7 +20,24 @@ natten-lib: install
 run: natten-lib
 	natbench run --suite kernel-sizes --device auto
 
+# Compile every CUDA kernel for sm_80 and sm_90 with nvcc alone (no GPU needed), and check that
+# the torch binding and the CUDA op registration compile against torch's headers. A CPU wheel of
+# torch ships c10/cuda/ without its generated cuda_cmake_macros.h: an empty one stands in for it.
+CUDA_CHECK_DIR ?= build/cuda-check
+# nvcc may be a wrapper script: ask it where its own headers are.
+NVCC_INCLUDE = $(shell nvcc --dryrun -x cu -c /dev/null 2>&1 | sed -n 's/^\#\$$ INCLUDES=//p' | tr -d '"')
+TORCH_INCLUDE = $(shell $(PYTHON) -c "import torch.utils.cpp_extension as c; print(' '.join('-I' + p for p in c.include_paths()))" 2>/dev/null)
+cuda-check: install
+	@command -v nvcc >/dev/null || { echo "cuda-check: nvcc not found; install the CUDA toolkit to compile-check csrc/cuda"; exit 1; }
+	@mkdir -p $(CUDA_CHECK_DIR)/stub/c10/cuda/impl
+	@test -f $(CUDA_CHECK_DIR)/stub/c10/cuda/impl/cuda_cmake_macros.h || echo "#pragma once" > $(CUDA_CHECK_DIR)/stub/c10/cuda/impl/cuda_cmake_macros.h
+	nvcc -std=c++17 -O3 -Werror all-warnings -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
+		-c csrc/cuda/na_kernels.cu -o $(CUDA_CHECK_DIR)/na_kernels.o
+	$(CXX) -std=c++17 -fsyntax-only -Wall -Wno-c++20-extensions -DNATBENCH_WITH_CUDA -I$(CUDA_CHECK_DIR)/stub \
+		$(TORCH_INCLUDE) $(NVCC_INCLUDE) csrc/cuda/na_cuda.cpp csrc/bindings.cpp
+	@echo "cuda-check: csrc/cuda compiles for sm_80 and sm_90, and its binding against torch's headers"
+
 # pytest exits 5 when it collected no test: that is a failure of the suite, not a pass.
-test: natten-lib
+test: natten-lib cuda-check
 	$(PYTHON) -m pytest -q; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$status

@@ -1,4 +1,5 @@
-// Op registration only: schemas in the `natbench` namespace and their CPU implementations.
+// Op registration only: schemas in the `natbench` namespace and their CPU implementations, plus
+// the CUDA ones when the extension is built with NATBENCH_WITH_CUDA (torch with CUDA, and nvcc).
 #include <torch/library.h>
 
 #include "include/na_ops.h"
@@ -27,3 +28,14 @@ TORCH_LIBRARY_IMPL(natbench, CPU, m) {
   m.impl("na_av", &natbench::av_cpu);
   m.impl("na_av_backward", &natbench::av_backward_cpu);
 }
+
+#ifdef NATBENCH_WITH_CUDA
+TORCH_LIBRARY_IMPL(natbench, CUDA, m) {
+  m.impl("na_fused_forward", &natbench::fused_forward_cuda);
+  m.impl("na_fused_backward", &natbench::fused_backward_cuda);
+  m.impl("na_qk_rpb", &natbench::qk_rpb_cuda);
+  m.impl("na_qk_rpb_backward", &natbench::qk_rpb_backward_cuda);
+  m.impl("na_av", &natbench::av_cuda);
+  m.impl("na_av_backward", &natbench::av_backward_cuda);
+}
+#endif

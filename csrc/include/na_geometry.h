@@ -5,6 +5,13 @@
 #include <array>
 #include <cstdint>
 
+// axis_window runs on the host and, compiled by nvcc, in CUDA kernels too.
+#ifdef __CUDACC__
+#define NB_HOST_DEVICE __host__ __device__
+#else
+#define NB_HOST_DEVICE
+#endif
+
 namespace natbench {
 
 struct Axis {
@@ -18,7 +25,7 @@ struct AxisWindow {
   int64_t first, count, bias0;
 };
 
-inline AxisWindow axis_window(const Axis& a, int64_t i) {
+NB_HOST_DEVICE inline AxisWindow axis_window(const Axis& a, int64_t i) {
   const int64_t group = i % a.dilation, local = i / a.dilation;
   const int64_t group_len = a.length / a.dilation + (group < a.length % a.dilation ? 1 : 0);
   int64_t begin, end;

@@ -16,7 +16,7 @@ from functools import lru_cache
 
 import torch
 
-from natbench.backends.base import Backend, Capabilities, default_scale
+from natbench.backends.base import Backend, default_scale
 from natbench.extension import build
 from natbench.geometry import NAGeometry
 
@@ -163,12 +163,26 @@ def _geometry_args(case):
 class NattenBackend(Backend):
     name = "natten"
     summary = ("natbench's compiled fused NA kernel (csrc/): per-query online softmax over the "
-               "window, OpenMP over batch x heads x query blocks; fp32 accumulation.")
-    caps = Capabilities(devices=frozenset({"cpu"}), backward_devices=frozenset({"cpu"}))
+               "window, OpenMP over batch x heads x query blocks on the CPU, a warp per query on "
+               "CUDA; fp32 accumulation.")
+    cuda_max_head_dim = 256  # a lane keeps 8 of the head dim's values in registers
 
     def unavailable_reason(self):
         result = build()
         return None if result.ok else result.reason
+
+    def supports_extra(self, case):
+        if case.device != "cuda":
+            return None
+        result = build()
+        if not result.cuda:
+            return f"the natbench extension was built without its CUDA kernels: {result.cuda_reason}."
+        if case.dtype == "float64":
+            return f"{self.name}'s CUDA kernels run float32, float16 and bfloat16; this case is float64."
+        if self.cuda_max_head_dim and case.head_dim > self.cuda_max_head_dim:
+            return (f"{self.name}'s CUDA kernel takes head dims up to {self.cuda_max_head_dim}; "
+                    f"this case has {case.head_dim}.")
+        return None
 
     def forward(self, q, k, v, case, rpb=None, scale=None):
         out, _ = _ops().na_fused_forward(
@@ -180,6 +194,7 @@ class NattenUnfusedBackend(NattenBackend):
     name = "natten-unfused"
     summary = ("natbench's compiled kernels in the seed v0.11 design: QK+RPB kernel, torch "
                "softmax, AV kernel (an [N, Kn] attention matrix in memory), with backward kernels.")
+    cuda_max_head_dim = None
 
     def forward(self, q, k, v, case, rpb=None, scale=None):
         geometry = _geometry_args(case)

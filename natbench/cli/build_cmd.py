@@ -21,4 +21,5 @@ def build(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show th
     Sink().table(key_value_table({"directory": result.directory,
                                   "seconds": f"{result.seconds:.1f} (a cached build loads in well under a second)",
                                   "cflags": " ".join(result.cflags),
-                                  "ldflags": " ".join(result.ldflags)}, "natbench extension built"))
+                                  "ldflags": " ".join(result.ldflags),
+                                  "CUDA kernels": "built" if result.cuda else f"not built: {result.cuda_reason}"}, "natbench extension built"))
