@@ -73,7 +73,8 @@ def _axes(value) -> str:
     return str(value)
 
 
-def _varying(rows: list[dict]) -> list[tuple[str, str]]:
+def case_columns(rows: list[dict]) -> list[tuple[str, str]]:
+    """(field, title) of the case fields that vary over `rows` (map and K always)."""
     columns = []
     for key, title in _CASE_COLUMNS:
         values = {_axes(r.get(key)) for r in rows}
@@ -122,7 +123,7 @@ def cell(row: dict | None) -> str:
 
 def results_table(rows: list[dict], backends: list[str], title: str) -> Table:
     """Backends side by side per case: median latency and its 95% CI half-width."""
-    columns = _varying(rows)
+    columns = case_columns(rows)
     table = Table(title=title, title_justify="left")
     for _, name in columns:
         table.add_column(name)
@@ -170,3 +171,89 @@ def key_value_table(values: dict, title: str) -> Table:
     for key, value in values.items():
         table.add_row(key, json.dumps(value) if isinstance(value, (list, dict)) else str(value))
     return table
+
+
+# ---- comparisons (natbench compare, gate and report share these texts) ----
+
+_VERDICT_STYLE = {"faster": "green", "slower": "red", "no significant difference": "dim", "unknown": "yellow"}
+
+
+def latency_text(row: dict | None) -> str:
+    """Median and the 95% CI as [-low%, +high%] around it."""
+    if row is None or row["status"] != "ok" or row.get("check") == "fail":
+        return "-"
+    median = row["latency_ms_median"]
+    low = 100 * (1 - row["latency_ms_ci_low"] / median)
+    high = 100 * (row["latency_ms_ci_high"] / median - 1)
+    return f"{format_seconds(median * 1e-3)} -{low:.0f}/+{high:.0f}%"
+
+
+def ratio_text(pair) -> str:
+    if pair.ratio is None:
+        return "-"
+    return f"{pair.ratio:.3f} [{pair.ratio_low:.3f}, {pair.ratio_high:.3f}]"
+
+
+def case_name(row: dict, columns: list[tuple[str, str]]) -> str:
+    """A case in the words of the columns that vary, e.g. `map 56, K 7`."""
+    return row.get("label") or ", ".join(f"{title} {_axes(row.get(key))}" for key, title in columns)
+
+
+def _tflops(row: dict | None) -> str:
+    return "-" if row is None or row.get("tflops") is None or row["status"] != "ok" else f"{row['tflops']:.3g}"
+
+
+def _case_cells(comparison) -> tuple[list[tuple[str, str]], list[list[str]]]:
+    rows = [p.any_row for p in comparison.pairs]
+    columns = case_columns(rows)
+    return columns, [[_axes(p.any_row.get(key)) for key, _ in columns] for p in comparison.pairs]
+
+
+def verdict_text(pair) -> str:
+    return pair.verdict if pair.reason is None else f"{pair.verdict}: {pair.reason}"
+
+
+def summary_text(comparison) -> str:
+    s = comparison.summary
+    if not s.n:
+        return f"{comparison.b_label} vs {comparison.a_label}: no case ran on both sides ({s.unknown} unknown)."
+    worst = s.worst
+    columns = case_columns([p.any_row for p in comparison.pairs])
+    return (f"{comparison.b_label} / {comparison.a_label}: geometric mean {s.geomean:.3f}x "
+            f"[{s.geomean_low:.3f}, {s.geomean_high:.3f}] over {s.n} cases; {s.wins} faster, "
+            f"{s.losses} slower, {s.ties} no significant difference, {s.unknown} unknown; worst "
+            f"{worst.ratio:.3f}x on {case_name(worst.any_row, columns)}.")
+
+
+def comparison_table(comparison) -> Table:
+    """Per case: both medians with 95% CIs, B/A with its CI, memory B/A, TFLOP/s, verdict."""
+    columns, cells = _case_cells(comparison)
+    a, b = comparison.a_label, comparison.b_label
+    table = Table(title=f"{b} against {a} (ratio B/A < 1: {b} is faster)", title_justify="left")
+    for _, title in columns:
+        table.add_column(title)
+    for title in (f"A: {a}", f"B: {b}", "B/A [95% CI]", "mem B/A", "TFLOP/s A", "TFLOP/s B", "verdict"):
+        table.add_column(title, justify="right" if title != "verdict" else "left")
+    for pair, case_cells in zip(comparison.pairs, cells):
+        memory = "-" if pair.memory_ratio is None else f"{pair.memory_ratio:.2f}x"
+        style = _VERDICT_STYLE[pair.verdict]
+        table.add_row(*case_cells, latency_text(pair.a), latency_text(pair.b), ratio_text(pair), memory,
+                      _tflops(pair.a), _tflops(pair.b), f"[{style}]{verdict_text(pair)}[/]")
+    return table
+
+
+def comparison_markdown(comparison) -> str:
+    """The comparison table and summary as GitHub-flavoured Markdown, for a pull request."""
+    columns, cells = _case_cells(comparison)
+    a, b = comparison.a_label, comparison.b_label
+    head = [title for _, title in columns] + [f"A: {a}", f"B: {b}", "B/A [95% CI]", "memory B/A",
+                                              "TFLOP/s A", "TFLOP/s B", "verdict"]
+    lines = [f"### {b} against {a}", "", "| " + " | ".join(head) + " |",
+             "|" + "---|" * len(head)]
+    for pair, case_cells in zip(comparison.pairs, cells):
+        memory = "-" if pair.memory_ratio is None else f"{pair.memory_ratio:.2f}x"
+        values = [*case_cells, latency_text(pair.a), latency_text(pair.b), ratio_text(pair), memory,
+                  _tflops(pair.a), _tflops(pair.b), verdict_text(pair).replace("|", "\\|")]
+        lines.append("| " + " | ".join(values) + " |")
+    lines += ["", f"**Summary:** {summary_text(comparison)}", ""]
+    return "\n".join(lines)

@@ -12,7 +12,7 @@ from natbench.timing import TimingPolicy
 
 
 def execute(suite: Suite, points: list[Point], backends: list[str], device: str, path: Path,
-            resume: bool, policy: TimingPolicy, sink: Sink) -> list[dict]:
+            resume: bool, policy: TimingPolicy, sink: Sink, show_table: bool = True) -> list[dict]:
     """Measure every (case, backend) pair, appending each row to `path` as it finishes.
 
     Ctrl-C stops the loop; everything finished is on disk and `--resume` continues it.
@@ -53,8 +53,9 @@ def execute(suite: Suite, points: list[Point], backends: list[str], device: str,
         raise
     writer.close()
     everything = store.load(path).rows
-    report(everything, backends, f"{suite.name} on {device}: median latency ±95% CI half-width, peak extra memory",
-           sink)
+    if show_table:
+            report(everything, backends, f"{suite.name} on {device}: median latency ±95% CI half-width, "
+               f"peak extra memory", sink)
     sink.info(f"results: {path}")
     return everything
 

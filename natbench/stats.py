@@ -72,3 +72,13 @@ def summarize(samples: Sequence[float], confidence: float = 0.95) -> Summary:
                    p10=quantile(samples, 0.1), p90=quantile(samples, 0.9),
                    iqr=quantile(samples, 0.75) - quantile(samples, 0.25),
                    ci_low=ci_low, ci_high=ci_high)
+
+
+def mann_whitney_p(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided p-value of the Mann-Whitney U test that a and b come from one distribution
+    (asv's test for a changed benchmark). 1.0 when either side has fewer than 2 samples."""
+    if len(a) < 2 or len(b) < 2:
+        return 1.0
+    from scipy.stats import mannwhitneyu
+
+    return float(mannwhitneyu(a, b, alternative="two-sided").pvalue)

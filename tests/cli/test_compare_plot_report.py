@@ -1,0 +1,110 @@
+"""natbench compare, plot and report through the real entry point."""
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from tests import synthetic
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    return synthetic.sweep(tmp_path / "a.jsonl")
+
+
+def test_compare_two_files_finds_the_slowdown(cli, tmp_path, sweep):
+    slower = synthetic.sweep(tmp_path / "b.jsonl", slowdown=1.3)
+    code, stdout, stderr = cli("compare", sweep, slower, "--json")
+    assert code == 0, stderr
+    comparisons = {c["baseline"]: c for c in json.loads(stdout)["comparisons"]}
+    natten = comparisons["natten @ a.jsonl"]
+    assert natten["summary"]["losses"] == 4 and natten["summary"]["geomean_ratio"] == pytest.approx(1.3, rel=0.02)
+    assert comparisons["swin @ a.jsonl"]["summary"]["ties"] == 4
+    wrong = comparisons["test-wrong @ a.jsonl"]
+    assert wrong["summary"]["unknown"] == 4 and "wrong answer" in wrong["cases"][0]["reason"]
+
+
+def test_compare_refuses_files_from_different_setups_unless_forced(cli, tmp_path, sweep):
+    other = synthetic.sweep(tmp_path / "b.jsonl", env={"cpu_model": "Other CPU"})
+    code, _, stderr = cli("compare", sweep, other)
+    assert code == 2 and "cpu_model" in stderr and "--force" in stderr and "a.jsonl" in stderr
+    code, stdout, stderr = cli("compare", sweep, other, "--force", "--markdown")
+    assert code == 0 and "| B/A [95% CI] |" in stdout and "cpu_model" in stderr
+
+
+@pytest.mark.parametrize("args, words", [
+    (["natten"], "at least two backends"),
+    (["natten", "nosuch"], "nosuch"),
+    (["A.jsonl"], "two results files"),
+])
+def test_compare_bad_arguments_exit_2(cli, tmp_path, sweep, args, words):
+    args = [str(sweep) if a == "A.jsonl" else a for a in args]
+    code, _, stderr = cli("compare", *args)
+    assert code == 2 and words in stderr
+
+
+def test_compare_backends_runs_them_interleaved_and_prints_the_summary(cli, tmp_path):
+    out = tmp_path / "c.jsonl"
+    code, stdout, stderr = cli("compare", "torch", "swin", "--suite", "smoke", "--device", "cpu",
+                               "--set", "resolution=14", "--set", "kernel_size=7", "--pass", "fwd",
+                               "--max-time", "0.1", "--out", out)
+    assert code == 0, stderr
+    assert "swin against torch" in stdout and "geometric mean" in stdout
+    rounds = [json.loads(line) for line in out.read_text().splitlines() if '"record":"round"' in line]
+    order = [(r["round"], r["backend"]) for r in rounds]
+    assert order == [(0, "torch"), (0, "swin"), (1, "torch"), (1, "swin"), (2, "torch"), (2, "swin")]
+
+
+def test_plot_writes_png_and_svg_with_a_line_per_backend(cli, tmp_path, sweep):
+    from matplotlib.image import imread
+
+    out = tmp_path / "plots"
+    code, stdout, stderr = cli("plot", sweep, "--out", out)
+    assert code == 0, stderr
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["a-latency-vs-kernel_size.png", "a-latency-vs-kernel_size.svg",
+                     "a-roofline-cpu-float32.png", "a-roofline-cpu-float32.svg"]
+    svg = (out / "a-latency-vs-kernel_size.svg").read_text()
+    assert "natten" in svg and "swin" in svg and "4 rows left out" in svg and "test-wrong" not in svg
+    pixels = imread(out / "a-latency-vs-kernel_size.png")
+    assert pixels.shape[0] > 200 and pixels.std() > 0.05
+
+
+@pytest.mark.parametrize("y", ["memory", "tflops", "pct_of_peak"])
+def test_plot_other_metrics(cli, tmp_path, sweep, y):
+    code, stdout, _ = cli("plot", sweep, "--y", y, "--no-roofline", "--out", tmp_path)
+    assert code == 0 and (tmp_path / f"a-{y}-vs-kernel_size.png").stat().st_size > 10_000
+
+
+def test_plot_bad_metric_exits_2(cli, tmp_path, sweep):
+    code, _, stderr = cli("plot", sweep, "--y", "speed", "--out", tmp_path)
+    assert code == 2 and "speed" in stderr and "latency" in stderr
+
+
+def test_report_is_self_contained_html(cli, tmp_path, sweep):
+    out = tmp_path / "report.html"
+    code, _, stderr = cli("report", sweep, "--out", out)
+    assert code == 0, stderr
+    text = out.read_text()
+    assert text.startswith("<!DOCTYPE html>") and text.count("<svg") >= 4
+    assert "Test CPU" in text and "swin against natten" in text and "geometric mean" in text
+    for external in ('src="http', "src='http", "<link", "<script"):
+        assert external not in text
+
+
+def test_report_renders_in_headless_chromium(cli, tmp_path, sweep):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (.ci/run installs Debian's chromium package)")
+    from matplotlib.image import imread
+
+    out, shot = tmp_path / "report.html", tmp_path / "shot.png"
+    assert cli("report", sweep, "--out", out)[0] == 0
+    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    f"--screenshot={shot}", "--window-size=1200,1600", out.as_uri()],
+                   check=True, capture_output=True, timeout=120)
+    pixels = imread(shot)[..., :3]
+    not_white = (pixels.min(axis=-1) < 0.9).mean()
+    assert 0.02 < not_white < 0.9, f"{not_white:.1%} of the screenshot is not white"
