@@ -9,7 +9,7 @@ NATTEN_VERSION ?= 0.21.7
 # torch first, pinned, and only when absent: an unpinned torch would pull the CUDA build.
 install:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q torch==$(TORCH_VERSION)
-	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q -e ".[dev,tb]"
 
 # The optional NATTEN peer (backend natten-lib): its pure-Python path on a CPU-only machine.
 natten-lib: install

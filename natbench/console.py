@@ -257,3 +257,42 @@ def comparison_markdown(comparison) -> str:
         lines.append("| " + " | ".join(values) + " |")
     lines += ["", f"**Summary:** {summary_text(comparison)}", ""]
     return "\n".join(lines)
+
+
+# ---- natbench profile ----
+
+def profile_table(breakdown, top: int = 15) -> Table:
+    """Top ops and kernels by self time per step, with their spread across the active steps."""
+    step = sum(breakdown.step_s) / len(breakdown.step_s)
+    table = Table(title=f"{breakdown.backend} on {breakdown.case_key}: {breakdown.steps} active steps, "
+                        f"{format_seconds(step)} per step", title_justify="left")
+    table.caption = "per active step: calls, inclusive time, self time (min-max over steps), % of the step, FLOPs"
+    table.add_column("op / kernel", min_width=24, overflow="fold")
+    table.add_column("dev")
+    for title in ("calls", "total", "self (min-max)", "%", "FLOP"):
+        table.add_column(title, justify="right")
+    for op in breakdown.ops[:top]:
+        flops = "-" if op.flops_per_step is None else f"{op.flops_per_step:.3g}"
+        table.add_row(op.name, op.device, f"{op.calls_per_step:g}", format_seconds(op.total_s_per_step),
+                      f"{format_seconds(op.self_s_per_step)}\n({format_seconds(op.self_s_min)}-"
+                      f"{format_seconds(op.self_s_max)})", f"{100 * op.share_of_step:.1f}",
+                      flops)
+    rest = breakdown.ops[top:]
+    if rest:
+        table.add_row(f"{len(rest)} more", "", "", "", format_seconds(sum(o.self_s_per_step for o in rest)),
+                      f"{100 * sum(o.share_of_step for o in rest):.1f}", "")
+    return table
+
+
+def profile_reconciliation(breakdown) -> str:
+    """How the breakdown adds up: self times against the step, the step against natbench's timing."""
+    step = sum(breakdown.step_s) / len(breakdown.step_s)
+    call = sum(breakdown.call_s) / len(breakdown.call_s)
+    text = (f"self times sum to {format_seconds(breakdown.self_sum_s)} per step "
+            f"({100 * breakdown.self_sum_s / step:.0f}% of the {format_seconds(step)} step); the "
+            f"natbench::{breakdown.backend} range takes {format_seconds(call)}")
+    if breakdown.measured_s:
+        gap = 100 * (call / breakdown.measured_s - 1)
+        text += (f"; natbench's own timing of the same call (no profiler) is "
+                 f"{format_seconds(breakdown.measured_s)}: the profiled call is {gap:+.0f}% off it")
+    return text + "."

@@ -11,7 +11,7 @@ import sys
 import typer
 
 from natbench.cli import (build_cmd, compare_cmd, env_cmd, export_cmd, list_cmd, plot_cmd,
-                          report_cmd, run_cmd, verify_cmd)
+                          profile_cmd, report_cmd, run_cmd, verify_cmd)
 
 app = typer.Typer(name="natbench", no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False,
@@ -21,6 +21,7 @@ app.command("verify")(verify_cmd.verify)
 app.command("compare")(compare_cmd.compare)
 app.command("plot")(plot_cmd.plot)
 app.command("report")(report_cmd.report)
+app.command("profile")(profile_cmd.profile)
 app.command("list")(list_cmd.list_)
 app.command("env")(env_cmd.env)
 app.command("build")(build_cmd.build)
