@@ -296,3 +296,52 @@ def profile_reconciliation(breakdown) -> str:
         text += (f"; natbench's own timing of the same call (no profiler) is "
                  f"{format_seconds(breakdown.measured_s)}: the profiled call is {gap:+.0f}% off it")
     return text + "."
+
+
+# ---- natbench gate ----
+
+_OUTCOME_STYLE = {"regression": "bold red", "improvement": "green", "new": "yellow", "unchanged": "dim"}
+
+
+def _finding_values(finding) -> list[str]:
+    def value(v):
+        return "-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
+
+    change = "-" if finding.change is None else f"{finding.change:+.1%}"
+    return [finding.backend, finding.case_key, finding.metric, finding.outcome, value(finding.baseline),
+            value(finding.current), change, finding.message]
+
+
+def gate_verdict(result) -> str:
+    r, i = len(result.regressions), len(result.improvements)
+    checked = len({(f.case_key, f.backend) for f in result.findings})
+    head = "FAIL" if r else "PASS"
+    return (f"gate {head}: {r} regressions, {i} improvements over {checked} rows of "
+            f"{result.current_path} against {result.baseline_path}"
+            f"{' (latency normalized by each run matmul calibration)' if result.normalized else ''}"
+            f"; machine drift {result.drift:.3f}x {'divided out' if result.drift != 1.0 else '(no correction)'}.")
+
+
+def gate_table(result) -> Table:
+    """What changed: regressions first, then improvements and new rows."""
+    table = Table(title="natbench gate: what changed", title_justify="left")
+    for title in ("backend", "case", "metric", "outcome", "baseline", "current", "change", "why"):
+        table.add_column(title, overflow="fold")
+    order = {"regression": 0, "improvement": 1, "new": 2}
+    for finding in sorted(result.changed, key=lambda f: order.get(f.outcome, 3)):
+        values = _finding_values(finding)
+        values[3] = f"[{_OUTCOME_STYLE[finding.outcome]}]{finding.outcome}[/]"
+        table.add_row(*values)
+    if not result.changed:
+        table.add_row("-", "-", "-", "[dim]nothing changed beyond the thresholds[/]", "", "", "", "")
+    return table
+
+
+def gate_markdown(result) -> str:
+    lines = [f"## natbench gate", "", gate_verdict(result), ""]
+    if result.changed:
+        lines += ["| backend | case | metric | outcome | baseline | current | change | why |",
+                  "|---|---|---|---|---|---|---|---|"]
+        lines += ["| " + " | ".join(v.replace("|", "\\|") for v in _finding_values(f)) + " |"
+                  for f in result.changed]
+    return "\n".join(lines) + "\n"

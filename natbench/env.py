@@ -1,7 +1,7 @@
 """The environment header of every run: machine, GPU state, software versions, command.
 
 natbench never changes a GPU's clocks or settings: it reads them through NVML (nvidia-ml-py).
-All NATBENCH_* environment variables are read here.
+All NATBENCH_* environment variables (and GITHUB_STEP_SUMMARY) are read here.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from natbench import __version__
 DEBUG = os.environ.get("NATBENCH_DEBUG") == "1"
 RESULTS_DIR = Path(os.environ.get("NATBENCH_RESULTS_DIR", "results/runs"))
 KEEP_MALLOC = os.environ.get("NATBENCH_KEEP_MALLOC") == "1"
+# GitHub Actions' job summary file: `natbench gate` appends its Markdown summary there.
+GITHUB_STEP_SUMMARY = os.environ.get("GITHUB_STEP_SUMMARY")
 
 # glibc's malloc serves large blocks with fresh mmaps whose pages fault in on every call, and
 # moves that threshold with the history of frees: the same call measured 14 ms in one process and

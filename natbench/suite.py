@@ -13,6 +13,7 @@ A suite file has these parts (all optional but `case`):
     resolution = [56, 28]
     heads = [2, 4]
     [timing]                              # TimingPolicy fields, e.g. max_time_s = 2.0
+    [gate]                                # natbench gate thresholds, e.g. latency = 0.2
 
 `label` may be swept or zipped like an axis: it names cases in tables (e.g. "NAT-Tiny").
 """
@@ -33,7 +34,8 @@ from natbench.timing import TimingPolicy
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 AXES = ("rank", "batch", "heads", "head_dim", "resolution", "kernel_size", "dilation", "stride",
         "is_causal", "rpb", "dtype", "device", "pass", "label")
-TOP_KEYS = ("description", "backends", "case", "sweep", "zip", "timing")
+TOP_KEYS = ("description", "backends", "case", "sweep", "zip", "timing", "gate")
+GATE_KEYS = ("latency", "memory", "flops")  # natbench gate's thresholds, as fractions
 TIMING_KEYS = tuple(f.name for f in fields(TimingPolicy))
 DEFAULTS = {"rank": 2, "batch": 1, "heads": 4, "head_dim": 32, "resolution": 56, "kernel_size": 7,
             "dilation": 1, "stride": 1, "is_causal": False, "rpb": False, "dtype": "float32",
@@ -58,6 +60,7 @@ class Suite:
     sweep: dict = field(default_factory=dict)
     zips: list[dict] = field(default_factory=list)
     timing: dict = field(default_factory=dict)
+    gate: dict = field(default_factory=dict)
 
     def with_overrides(self, overrides: dict[str, list]) -> Suite:
         """Replace axes by `--set AXIS=v1,v2` values: one value overrides, several sweep."""
@@ -73,7 +76,7 @@ class Suite:
                 sweep[axis] = list(values)
         zips = [group for group in zips if group]
         return Suite(self.name, self.path, self.description, self.backends, defaults, sweep,
-                     zips, self.timing)
+                     zips, self.timing, self.gate)
 
     def policy(self, **overrides) -> TimingPolicy:
         values = {**self.timing, **{k: v for k, v in overrides.items() if v is not None}}
@@ -160,8 +163,13 @@ def load(name_or_path: str) -> Suite:
             raise SuiteError(f"{checker.at(next(iter(group)), '[zip]')}: every key of a [[zip]] "
                              f"group must be a list of the same length; got lengths {lengths}.")
     timing = checker.table(data, "timing", TIMING_KEYS)
+    gate = checker.table(data, "gate", GATE_KEYS)
+    for metric, value in gate.items():
+        if not isinstance(value, (int, float)) or value < 0:
+            raise SuiteError(f"{checker.at(metric, 'gate')}: gate.{metric} must be a fraction >= 0, "
+                             f"e.g. 0.1 for 10%.")
     suite = Suite(path.stem, path, data.get("description", ""), backends, defaults, sweep, zips,
-                  timing)
+                  timing, gate)
     suite.expand()  # surfaces bad values now, with the file's name
     return suite
 

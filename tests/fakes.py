@@ -1,5 +1,8 @@
 """Test-only backends: never registered in product code; tests put them in the registry."""
 
+import os
+import time
+
 import torch
 
 from natbench.backends.base import Backend, Capabilities
@@ -34,7 +37,44 @@ class OomBackend(Backend):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 64.00 GiB")
 
 
+# The planted costs of test-planted: set by tests, or for a child process by tests/gate_trials.py
+# through TEST_PLANTED="slowdown,memory".
+_planted = os.environ.get("TEST_PLANTED", "1,1").split(",")
+PLANTED = {"slowdown": float(_planted[0]), "memory": float(_planted[1])}
+
+
+class PlantedBackend(Backend):
+    """The torch backend with planted costs: each call takes PLANTED["slowdown"] x its own time
+    (busy-waiting the difference) and, with PLANTED["memory"] = 2, holds a scratch buffer as
+    large as the torch call's measured peak (about twice the peak). For the gate's trials."""
+
+    name = "test-planted"
+    summary = "torch NA with a planted slowdown and memory increase"
+    caps = Capabilities()
+
+    def bind(self, case, q, k, v, rpb=None, scale=None):
+        from natbench.backends import get_backend
+        from natbench.memory import peak_bytes
+
+        inner = get_backend("torch").bind(case, q, k, v, rpb, scale)
+        slowdown, memory = PLANTED["slowdown"], PLANTED["memory"]
+        extra = int((memory - 1) * peak_bytes(inner.fn, case.device)) if memory > 1 else 0
+
+        def fn():
+            begin = time.perf_counter()
+            scratch = torch.empty(extra, dtype=torch.uint8, device=case.device) if extra else None
+            out = inner.fn()
+            del scratch
+            spent = time.perf_counter() - begin
+            while time.perf_counter() - begin < slowdown * spent:
+                pass
+            return out
+
+        return type(inner)(fn=fn, unpack=inner.unpack, leaves=inner.leaves)
+
+
 REGISTRY = {
+    "test-planted": ("tests.fakes", "PlantedBackend"),
     "test-wrong": ("tests.fakes", "WrongBackend"),
     "test-raising": ("tests.fakes", "RaisingBackend"),
     "test-oom": ("tests.fakes", "OomBackend"),

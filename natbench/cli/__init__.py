@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from natbench.cli import (build_cmd, compare_cmd, env_cmd, export_cmd, list_cmd, plot_cmd,
+from natbench.cli import (build_cmd, compare_cmd, env_cmd, export_cmd, gate_cmd, list_cmd, plot_cmd,
                           profile_cmd, report_cmd, run_cmd, verify_cmd)
 
 app = typer.Typer(name="natbench", no_args_is_help=True, add_completion=False,
@@ -22,6 +22,8 @@ app.command("compare")(compare_cmd.compare)
 app.command("plot")(plot_cmd.plot)
 app.command("report")(report_cmd.report)
 app.command("profile")(profile_cmd.profile)
+app.command("gate")(gate_cmd.gate)
+app.add_typer(gate_cmd.baseline_app, name="baseline")
 app.command("list")(list_cmd.list_)
 app.command("env")(env_cmd.env)
 app.command("build")(build_cmd.build)

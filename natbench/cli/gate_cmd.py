@@ -1,0 +1,133 @@
+"""natbench gate (a run against a committed baseline) and natbench baseline update."""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from natbench.cli import options
+from natbench.errors import CheckFailedError, ResultsError, SuiteError
+
+# Header keys that may differ with --normalize: another machine of the same kind.
+_MACHINE_KEYS = ("cpu_model", "gpu_name")
+
+Thresholds = Annotated[Optional[list[str]], typer.Option("--threshold", help="METRIC=FRACTION for latency, memory or flops (default 0.1, 0.02, 0; a suite's [gate] table overrides the defaults).")]
+
+
+def _run(suite: str, backend, device, dtype, pass_, set_, max_time, rounds, out: Path, quiet: bool):
+    from natbench.console import Sink
+    from natbench.session import execute
+
+    suite_obj, points, names, device_name = options.plan(suite, backend, device, dtype, pass_, set_)
+    execute(suite_obj, points, names, device_name, out, False,
+            suite_obj.policy(max_time_s=max_time, rounds=rounds), Sink(False, quiet), show_table=False)
+    return suite_obj
+
+
+def _thresholds(suite_name: str | None, option_values):
+    from natbench import suite as suites
+    from natbench.gate import Thresholds as Values
+
+    base = Values()
+    if suite_name:
+        try:
+            base = Values(**{**base.__dict__, **suites.load(suite_name).gate})
+        except SuiteError:  # a baseline recorded from a suite file this checkout lacks
+            pass
+    return Values.parse(option_values, base)
+
+
+def _check_setups(baseline, current, normalize: bool, force: bool) -> None:
+    from natbench import store
+
+    differ = store.mismatches(baseline.header, current.header)
+    if normalize:
+        differ = [d for d in differ if d.split(":")[0] not in _MACHINE_KEYS]
+    if differ and not force:
+        hint = "" if normalize else " (--normalize accepts another machine of the same kind)"
+        raise ResultsError(f"{current.path} and the baseline {baseline.path} come from different "
+                           f"setups: {'; '.join(differ)}{hint}; pass --force to gate anyway.")
+
+
+def gate(baseline: Annotated[Path, typer.Option(help="The committed baseline results file.")],
+         current: Annotated[Optional[Path], typer.Option(help="A current results file; or give --suite to run one now.")] = None,
+         suite: Annotated[Optional[str], typer.Option("--suite", "-s", help="Run this suite now as the current run.")] = None,
+         backend: options.Backends = None, device: options.Device = "auto", dtype: options.Dtype = None,
+         pass_: options.Pass = None, set_: options.Sets = None, max_time: options.MaxTime = None,
+         rounds: options.Rounds = None, threshold: Thresholds = None,
+         normalize: Annotated[bool, typer.Option(help="Divide latencies by each run's matmul calibration: gate another machine of the same kind.")] = False,
+         correct_drift: Annotated[bool, typer.Option(help="Divide current latencies by the run's median current/baseline ratio (a whole-machine slowdown cancels).")] = True,
+         force: Annotated[bool, typer.Option(help="Gate runs from different setups.")] = False,
+         out: Annotated[Optional[Path], typer.Option(help="Results file of the run made by --suite.")] = None,
+         json_: options.Json = False, quiet: options.Quiet = False) -> None:
+    """Fail (exit 1) on a significant slowdown, more memory, other FLOPs, a wrong answer or a lost row."""
+    from natbench import store
+    from natbench.console import Sink, gate_markdown, gate_table, gate_verdict
+    from natbench.env import GITHUB_STEP_SUMMARY, RESULTS_DIR
+    from natbench.gate import gate as run_gate
+
+    if (current is None) == (suite is None):
+        raise SuiteError("natbench gate needs exactly one of --current FILE or --suite NAME.")
+    base = store.load(baseline)
+    if suite is not None:
+        current = out or RESULTS_DIR / f"gate-{Path(suite).stem}-{datetime.now():%Y%m%d-%H%M%S}.jsonl"
+        _run(suite, backend, device, dtype, pass_, set_, max_time, rounds, current, quiet or json_)
+    cur = store.load(current)
+    _check_setups(base, cur, normalize, force)
+    result = run_gate(base, cur, _thresholds(suite or base.header.get("suite_file") or base.header.get("suite"),
+                                             threshold), normalize, correct_drift)
+    sink = Sink(json_, quiet)
+    if json_:
+        sink.json(result.to_record())
+    else:
+        sink.table(gate_table(result))
+        typer.echo(gate_verdict(result))
+    if GITHUB_STEP_SUMMARY:
+        with open(GITHUB_STEP_SUMMARY, "a") as summary:
+            summary.write(gate_markdown(result))
+    if result.regressions:
+        first = result.regressions[0]
+        raise CheckFailedError(f"{len(result.regressions)} regressions against {baseline}; first: "
+                               f"{first.backend} on {first.case_key}, {first.metric}: {first.message}.")
+
+
+baseline_app = typer.Typer(help="Record the baselines natbench gate compares against.", no_args_is_help=True)
+
+
+@baseline_app.command("update")
+def update(suite: options.Suite = "smoke",
+           out: Annotated[Path, typer.Option(help="The baseline file to (over)write, e.g. results/baselines/smoke-cpu.jsonl.")] = Path("results/baselines/baseline.jsonl"),
+           repeats: Annotated[int, typer.Option(min=1, help="Whole runs of the suite merged into the baseline: their spread is its noise.")] = 3,
+           backend: options.Backends = None, device: options.Device = "auto", dtype: options.Dtype = None,
+           pass_: options.Pass = None, set_: options.Sets = None, max_time: options.MaxTime = None,
+           rounds: options.Rounds = None, quiet: options.Quiet = False) -> None:
+    """Run a suite several times and merge the runs into one baseline file."""
+    from natbench import store
+    from natbench.console import Sink
+    from natbench.gate import merge_repeats
+
+    sink = Sink(False, quiet)
+    with tempfile.TemporaryDirectory() as directory:
+        runs = []
+        for index in range(repeats):
+            sink.info(f"baseline repeat {index + 1} of {repeats}")
+            path = Path(directory) / f"repeat-{index}.jsonl"
+            _run(suite, backend, device, dtype, pass_, set_, max_time, rounds, path, quiet)
+            runs.append(store.load(path))
+        header, calibrations, rows = merge_repeats(runs)
+    header["baseline"]["files"] = [f"repeat {i + 1}" for i in range(repeats)]
+    if out.exists():
+        out.unlink()
+    writer = store.ResultsWriter(out, header)
+    for record in [*calibrations, *rows]:
+        writer.write(record)
+    writer.close()
+    spreads = [max(r["repeat_medians_ms"]) / min(r["repeat_medians_ms"]) - 1 for r in rows
+               if len(r.get("repeat_medians_ms") or []) > 1]
+    typer.echo(f"wrote {out}: {len(rows)} rows from {repeats} runs"
+               + (f"; spread of medians between runs: median {sorted(spreads)[len(spreads) // 2]:.1%}, "
+                  f"max {max(spreads):.1%}" if spreads else ""))

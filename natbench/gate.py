@@ -1,0 +1,249 @@
+"""The regression gate: a current run against a committed baseline, case by case and backend by
+backend. Pure bookkeeping over loaded results (rendering is in console.py).
+
+Rules (each finding names its row):
+- latency regresses when the current median is more than the threshold above the baseline's
+  AND a two-sided Mann-Whitney U test on the kept samples says the difference is significant
+  (alpha 0.05; asv's rule) AND every round of the current row (rounds are spread over the whole
+  run) is itself above the threshold: an episode of the machine that slows one round is noise,
+  a slower kernel is slower in every round. The threshold of a row is never below the spread the baseline saw
+  between its own repeats (`natbench baseline update` records it), so a baseline's noise cannot
+  fail a change. Faster by as much is reported as an improvement and never fails.
+- drift correction (on by default): a shared machine drifts as a whole (on the 2-core VM this
+  was written on, whole runs of unchanged code came out 10-30% slower than their baseline, every
+  row alike). The run's drift factor is the median over its rows of current / baseline median;
+  each row is judged on its latency divided by that factor. A regression in one backend or a few
+  cases stands out; a uniform machine slowdown cancels. Its limit: a change that slows most rows
+  by the same factor looks like drift; gate with --no-correct-drift on a quiet dedicated machine
+  to catch that. Below DRIFT_MIN_ROWS rows there is no correction.
+- `normalize`: each run's latencies are multiplied by its own calibrated matmul FLOP/s for the
+  row's device and dtype (time in units of "matmuls of this machine"), so a baseline from one
+  machine can gate another of the same kind. It cancels a uniformly faster or slower machine; it
+  cannot cancel a different memory system, core count or microarchitecture.
+- memory and FLOPs are deterministic: memory fails above its tight threshold, FLOPs on any change.
+- correctness: a current row outside its dtype tolerance fails; a row that was ok and is now
+  skipped, error, oom or timeout fails.
+- a case the baseline has and the current run lacks fails (a gate must not pass because a case
+  vanished); a case only the current run has is listed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from natbench.errors import ResultsError
+from natbench.stats import mann_whitney_p, quantile
+
+ALPHA = 0.05
+DRIFT_MIN_ROWS = 4  # fewer ok row pairs than this: no drift correction (it would cancel them all)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    latency: float = 0.10
+    memory: float = 0.02
+    flops: float = 0.0
+
+    @classmethod
+    def parse(cls, options: list[str] | None, base: Thresholds | None = None) -> Thresholds:
+        """`metric=fraction` options (`latency=0.2`) over `base`."""
+        values = asdict(base or cls())
+        for option in options or []:
+            metric, _, text = option.partition("=")
+            if metric not in values:
+                raise ResultsError(f"--threshold {option!r}: the metrics are {', '.join(values)}.")
+            try:
+                value = float(text)
+            except ValueError:
+                raise ResultsError(f"--threshold {option!r}: {text!r} is not a number; e.g. "
+                                   f"--threshold latency=0.2 for 20%.") from None
+            if value < 0:
+                raise ResultsError(f"--threshold {option!r}: a threshold is a fraction >= 0.")
+            values[metric] = value
+        return cls(**values)
+
+
+@dataclass
+class Finding:
+    case_key: str
+    backend: str
+    metric: str  # latency, memory, flops, correctness, status, missing
+    outcome: str  # regression, improvement, unchanged, new
+    baseline: float | str | None
+    current: float | str | None
+    change: float | None  # current / baseline - 1
+    threshold: float | None
+    p_value: float | None
+    message: str
+
+    @property
+    def fails(self) -> bool:
+        return self.outcome == "regression"
+
+
+@dataclass
+class GateResult:
+    baseline_path: str
+    current_path: str
+    normalized: bool
+    drift: float = 1.0  # the factor current latencies were divided by (1.0: no correction)
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def regressions(self) -> list[Finding]:
+        return [f for f in self.findings if f.fails]
+
+    @property
+    def improvements(self) -> list[Finding]:
+        return [f for f in self.findings if f.outcome == "improvement"]
+
+    @property
+    def changed(self) -> list[Finding]:
+        return [f for f in self.findings if f.outcome != "unchanged"]
+
+    def to_record(self) -> dict:
+        return {"baseline": self.baseline_path, "current": self.current_path,
+                "normalized": self.normalized, "drift": self.drift, "passed": not self.regressions,
+                "regressions": len(self.regressions), "improvements": len(self.improvements),
+                "findings": [asdict(f) for f in self.findings]}
+
+
+def _scale(results, row: dict, normalize: bool) -> float:
+    """Multiplier of a row's latencies: 1, or its run's matmul FLOP/s when normalizing."""
+    if not normalize:
+        return 1.0
+    calibration = results.calibration(row["device"], row["dtype"])
+    if calibration is None:
+        raise ResultsError(f"{results.path}: no calibration record for {row['device']} "
+                           f"{row['dtype']} (row {row['backend']} {row['case_key']}); --normalize "
+                           f"needs one; re-record the file with natbench run.")
+    return calibration["matmul_flops_per_s"]
+
+
+def drift_factor(pairs, baseline, current, normalize: bool) -> float:
+    """Median over the (baseline, current) ok row pairs of current / baseline median latency."""
+    ratios = sorted(cur["latency_ms_median"] * _scale(current, cur, normalize)
+                    / (base["latency_ms_median"] * _scale(baseline, base, normalize))
+                    for base, cur in pairs)
+    return quantile(ratios, 0.5) if ratios else 1.0
+
+
+def _latency(key, backend, base_row, cur_row, baseline, current, thresholds, normalize,
+             drift: float) -> Finding:
+    a_scale, b_scale = _scale(baseline, base_row, normalize), _scale(current, cur_row, normalize)
+    a = [s * a_scale for s in base_row["samples_s"]]
+    b = [s * b_scale / drift for s in cur_row["samples_s"]]
+    a_median, b_median = quantile(a, 0.5), quantile(b, 0.5)
+    change = b_median / a_median - 1
+    repeats = base_row.get("repeat_medians_ms") or []
+    noise = max(repeats) / min(repeats) - 1 if len(repeats) > 1 else 0.0
+    threshold = max(thresholds.latency, noise)
+    p = mann_whitney_p(a, b)
+    significant = p < ALPHA
+    rounds = [m * b_scale / drift / (a_median * 1e3) - 1 for m in cur_row.get("round_medians_ms") or []]
+    every_round_slower = all(r > threshold for r in rounds)
+    every_round_faster = all(r < -threshold for r in rounds)
+    unit = ("normalized " if normalize else "") + (f"drift-corrected (/{drift:.3f}) " if drift != 1.0 else "")
+    words = (f"{unit}median {change:+.1%} (threshold {threshold:.0%}"
+             f"{', raised to the baseline repeats spread' if noise > thresholds.latency else ''}; "
+             f"Mann-Whitney p = {p:.2g}"
+             f"{'; rounds ' + ', '.join(f'{r:+.0%}' for r in rounds) if rounds else ''})")
+    if change > threshold and significant and every_round_slower:
+        outcome = "regression"
+    elif change < -threshold and significant and every_round_faster:
+        outcome = "improvement"
+    else:
+        outcome = "unchanged"
+    return Finding(key, backend, "latency", outcome, base_row["latency_ms_median"],
+                   cur_row["latency_ms_median"], change, threshold, p, words)
+
+
+def _deterministic(key, backend, metric, base_value, cur_value, threshold) -> Finding | None:
+    if base_value is None or cur_value is None:
+        return None
+    if base_value == cur_value:
+        return Finding(key, backend, metric, "unchanged", base_value, cur_value, 0.0, threshold, None,
+                       f"{metric} unchanged")
+    change = cur_value / base_value - 1 if base_value else float("inf")
+    outcome = "regression" if change > threshold else ("improvement" if change < -threshold else "unchanged")
+    if metric == "flops":
+        outcome = "regression"  # a different FLOP count means a different problem or formula
+    return Finding(key, backend, metric, outcome, base_value, cur_value, change, threshold, None,
+                   f"{metric} {base_value:.6g} -> {cur_value:.6g} ({change:+.1%}, threshold {threshold:.0%})")
+
+
+def gate(baseline, current, thresholds: Thresholds, normalize: bool = False,
+         correct_drift: bool = True) -> GateResult:
+    """All findings of the current results against the baseline results (both loaded)."""
+    base_rows = {(r["case_key"], r["backend"]): r for r in baseline.rows}
+    cur_rows = {(r["case_key"], r["backend"]): r for r in current.rows}
+    ok_pairs = [(b, cur_rows[k]) for k, b in base_rows.items() if b["status"] == "ok"
+                and k in cur_rows and cur_rows[k]["status"] == "ok"]
+    correct = correct_drift and len(ok_pairs) >= DRIFT_MIN_ROWS
+    drift = drift_factor(ok_pairs, baseline, current, normalize) if correct else 1.0
+    result = GateResult(str(baseline.path), str(current.path), normalize, drift)
+    add = result.findings.append
+    for (key, backend), base in base_rows.items():
+        cur = cur_rows.get((key, backend))
+        if cur is None:
+            add(Finding(key, backend, "missing", "regression", base["status"], None, None, None, None,
+                        f"in the baseline, missing from {current.path}"))
+            continue
+        if cur.get("check") == "fail":
+            add(Finding(key, backend, "correctness", "regression", base.get("max_abs_error"),
+                        cur.get("max_abs_error"), None, cur.get("tolerance"), None,
+                        f"max abs error {cur.get('max_abs_error'):.3g} is over the "
+                        f"{cur['dtype']} tolerance {cur.get('tolerance'):.3g}"))
+        if base["status"] != "ok":
+            continue
+        if cur["status"] != "ok":
+            add(Finding(key, backend, "status", "regression", "ok", cur["status"], None, None, None,
+                        f"was ok, now {cur['status']}: {cur.get('reason')}"))
+            continue
+        add(_latency(key, backend, base, cur, baseline, current, thresholds, normalize, drift))
+        for metric, field_name, threshold in (("memory", "peak_memory_bytes", thresholds.memory),
+                                              ("flops", "flops", thresholds.flops)):
+            finding = _deterministic(key, backend, metric, base.get(field_name), cur.get(field_name), threshold)
+            if finding is not None:
+                add(finding)
+    for (key, backend), cur in cur_rows.items():
+        if (key, backend) not in base_rows:
+            add(Finding(key, backend, "missing", "new", None, cur["status"], None, None, None,
+                        f"new in {current.path}, not in the baseline"))
+    return result
+
+
+def merge_repeats(repeats: list) -> tuple[dict, list[dict], list[dict]]:
+    """(header, calibrations, rows) of a baseline from several runs of one suite: per row the
+    samples of every repeat pooled, the CI spanning the repeats' CIs, and `repeat_medians_ms`
+    (the spread the gate uses as the row's noise floor)."""
+    from natbench.stats import summarize
+
+    first = repeats[0]
+    rows = []
+    for row in first.rows:
+        key = (row["case_key"], row["backend"])
+        same = [r for results in repeats for r in results.rows if (r["case_key"], r["backend"]) == key]
+        merged = dict(row)
+        if all(r["status"] == "ok" for r in same) and len(same) == len(repeats):
+            samples = [s for r in same for s in r["samples_s"]]
+            summary = summarize(samples)
+            merged.update(samples=len(samples), samples_s=samples, latency_ms_median=summary.median * 1e3,
+                          latency_ms_mean=summary.mean * 1e3, latency_ms_min=summary.min * 1e3,
+                          latency_ms_p10=summary.p10 * 1e3, latency_ms_p90=summary.p90 * 1e3,
+                          latency_ms_iqr=summary.iqr * 1e3,
+                          latency_ms_ci_low=min(r["latency_ms_ci_low"] for r in same),
+                          latency_ms_ci_high=max(r["latency_ms_ci_high"] for r in same),
+                          repeat_medians_ms=[r["latency_ms_median"] for r in same],
+                          peak_memory_bytes=max(r["peak_memory_bytes"] for r in same))
+            merged["tflops"] = merged["flops"] / summary.median / 1e12
+            if row.get("pct_of_peak") is not None:
+                merged["pct_of_peak"] = row["pct_of_peak"] * row["latency_ms_median"] / merged["latency_ms_median"]
+        else:
+            bad = next((r for r in same if r["status"] != "ok"), None)
+            if bad is not None:
+                merged = dict(bad)
+        rows.append(merged)
+    header = {k: v for k, v in first.header.items() if k not in ("record", "schema")}
+    header["baseline"] = {"repeats": len(repeats), "files": [str(r.path) for r in repeats]}
+    return header, first.calibrations, rows

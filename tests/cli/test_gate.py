@@ -1,0 +1,98 @@
+"""natbench gate, baseline update and the CI exports through the real entry point."""
+
+import json
+
+import pytest
+
+from natbench import store
+from tests import synthetic
+
+
+@pytest.fixture
+def files(tmp_path):
+    base = synthetic.write(tmp_path / "base.jsonl", [synthetic.row("torch", 7, 1e-3, seed=1)])
+    same = synthetic.write(tmp_path / "same.jsonl", [synthetic.row("torch", 7, 1e-3, seed=2)])
+    slow = synthetic.write(tmp_path / "slow.jsonl", [synthetic.row("torch", 7, 1.5e-3, seed=3)])
+    return base, same, slow
+
+
+def test_exit_0_on_pass_1_on_regression(cli, files):
+    base, same, slow = files
+    code, stdout, _ = cli("gate", "--baseline", base, "--current", same)
+    assert code == 0 and "gate PASS" in stdout
+    code, stdout, stderr = cli("gate", "--baseline", base, "--current", slow)
+    assert code == 1 and "gate FAIL: 1 regressions" in stdout
+    assert "torch on r2-b1-h4-d32-s56x56-k7x7" in stderr and "+50" in stderr
+
+
+def test_json_and_the_github_step_summary(cli, files, tmp_path, monkeypatch):
+    import natbench.env
+
+    summary = tmp_path / "summary.md"
+    summary.write_text("earlier step\n")
+    monkeypatch.setattr(natbench.env, "GITHUB_STEP_SUMMARY", str(summary))
+    base, _, slow = files
+    code, stdout, _ = cli("gate", "--baseline", base, "--current", slow, "--json")
+    record = json.loads(stdout)
+    assert code == 1 and record["passed"] is False and record["regressions"] == 1
+    text = summary.read_text()
+    assert text.startswith("earlier step\n## natbench gate") and "| torch |" in text
+
+
+def test_a_threshold_option_changes_the_decision(cli, files):
+    base, _, slow = files
+    assert cli("gate", "--baseline", base, "--current", slow, "--threshold", "latency=0.6")[0] == 0
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--current", "{tmp}/nosuch.jsonl"], "no such results file"),
+    ([], "exactly one of --current"),
+    (["--current", "{same}", "--suite", "smoke"], "exactly one of --current"),
+    (["--current", "{same}", "--threshold", "latency=x"], "not a number"),
+    (["--suite", "nosuch-suite"], "nosuch-suite"),
+    (["--current", "{garbage}"], "not a JSON record"),
+    (["--current", "{other}"], "cpu_model"),
+])
+def test_bad_input_exits_2_naming_the_file(cli, files, tmp_path, args, words):
+    base, same, _ = files
+    garbage = tmp_path / "garbage.jsonl"
+    garbage.write_text("{not json\n{}\n")
+    other = synthetic.write(tmp_path / "other.jsonl", [synthetic.row("torch", 7, 1e-3)], {"cpu_model": "Other"})
+    args = [a.format(tmp=tmp_path, same=same, garbage=garbage, other=other) for a in args]
+    code, _, stderr = cli("gate", "--baseline", base, *args)
+    assert code == 2 and words in stderr
+
+
+def test_normalize_accepts_another_machine_of_the_same_kind(cli, files, tmp_path):
+    base, _, _ = files
+    other = synthetic.write(tmp_path / "other.jsonl", [synthetic.row("torch", 7, 1e-3, seed=4)],
+                            {"cpu_model": "Other"})
+    assert cli("gate", "--baseline", base, "--current", other, "--normalize")[0] == 0
+
+
+def test_baseline_update_then_gate_a_live_run(cli, tmp_path):
+    baseline = tmp_path / "base.jsonl"
+    case = ["--suite", "smoke", "--device", "cpu", "--backend", "torch", "--set", "resolution=8",
+            "--set", "kernel_size=3", "--pass", "fwd", "--max-time", "0.1"]
+    code, stdout, stderr = cli("baseline", "update", *case, "--repeats", "2", "--out", baseline)
+    assert code == 0, stderr
+    [row] = store.load(baseline).rows
+    assert len(row["repeat_medians_ms"]) == 2 and row["samples"] == len(row["samples_s"])
+    code, stdout, stderr = cli("gate", "--baseline", baseline, *case, "--out", tmp_path / "cur.jsonl",
+                               "--threshold", "latency=1.0")
+    assert code == 0, stderr
+
+
+def test_exports_for_ci_trackers(cli, tmp_path):
+    results = synthetic.sweep(tmp_path / "a.jsonl")
+    code, stdout, _ = cli("export", results, "--format", "github-action-benchmark")
+    entries = json.loads(stdout)
+    assert code == 0 and {e["unit"] for e in entries} == {"ms", "bytes"}
+    assert not [e for e in entries if e["name"].startswith("test-wrong")]  # wrong answers are not results
+    latency = next(e for e in entries if e["unit"] == "ms")
+    assert latency["value"] > 0 and latency["range"].startswith("±")
+    code, stdout, _ = cli("export", results, "--format", "bmf")
+    bmf = json.loads(stdout)
+    name = next(iter(bmf))
+    assert code == 0 and len(bmf) == 8
+    assert bmf[name]["latency"]["lower_value"] <= bmf[name]["latency"]["value"] <= bmf[name]["latency"]["upper_value"]

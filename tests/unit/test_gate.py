@@ -1,0 +1,148 @@
+"""natbench gate's decision rules on synthetic samples, and the baseline merge."""
+
+import pytest
+
+from natbench import store
+from natbench.errors import ResultsError
+from natbench.gate import Thresholds, gate, merge_repeats
+from tests import synthetic
+
+
+def _gate(tmp_path, base_rows, cur_rows, thresholds=Thresholds(), normalize=False, cur_env=None,
+          cur_matmul=None, correct_drift=True):
+    for name in ("base.jsonl", "cur.jsonl"):  # several gates in one test
+        (tmp_path / name).unlink(missing_ok=True)
+    base = store.load(synthetic.write(tmp_path / "base.jsonl", base_rows))
+    current_path = synthetic.write(tmp_path / "cur.jsonl", cur_rows, cur_env)
+    if cur_matmul is not None:  # another machine: rewrite the calibration's matmul rate
+        text = current_path.read_text().replace('"matmul_flops_per_s":100000000000.0',
+                                                f'"matmul_flops_per_s":{cur_matmul}')
+        current_path.write_text(text)
+    return gate(base, store.load(current_path), thresholds, normalize, correct_drift)
+
+
+def _outcomes(result, metric="latency"):
+    return [(f.backend, f.outcome) for f in result.findings if f.metric == metric]
+
+
+@pytest.mark.parametrize("factor, outcome", [
+    (1.0, "unchanged"),    # the same distribution: never a regression
+    (1.05, "unchanged"),   # significant, but under the 10% threshold
+    (1.3, "regression"),
+    (1.5, "regression"),
+    (0.7, "improvement"),  # reported, not failed
+])
+def test_latency_needs_the_threshold_and_significance(tmp_path, factor, outcome):
+    result = _gate(tmp_path, [synthetic.row("torch", 7, 1e-3, seed=1)],
+                   [synthetic.row("torch", 7, 1e-3 * factor, seed=2)])
+    assert _outcomes(result) == [("torch", outcome)]
+    assert bool(result.regressions) == (outcome == "regression")
+
+
+def test_a_slowdown_within_noise_is_not_significant(tmp_path):
+    result = _gate(tmp_path, [synthetic.row("torch", 7, 1e-3, noise=0.4, n=6, seed=1)],
+                   [synthetic.row("torch", 7, 1.2e-3, noise=0.4, n=6, seed=2)])
+    [finding] = [f for f in result.findings if f.metric == "latency"]
+    assert finding.outcome == "unchanged" and finding.p_value >= 0.05
+
+
+def test_the_baselines_own_repeat_spread_raises_the_threshold(tmp_path):
+    noisy = synthetic.row("torch", 7, 1e-3, seed=1)
+    noisy["repeat_medians_ms"] = [1.0, 1.25, 1.1]
+    result = _gate(tmp_path, [noisy], [synthetic.row("torch", 7, 1.2e-3, seed=2)])
+    [finding] = [f for f in result.findings if f.metric == "latency"]
+    assert finding.threshold == pytest.approx(0.25) and finding.outcome == "unchanged"
+
+
+@pytest.mark.parametrize("memory, outcome", [(1 << 20, "unchanged"), (int(1.01 * (1 << 20)), "unchanged"),
+                                             (int(1.05 * (1 << 20)), "regression"), (2 << 20, "regression"),
+                                             (1 << 19, "improvement")])
+def test_memory_has_a_tight_threshold(tmp_path, memory, outcome):
+    result = _gate(tmp_path, [synthetic.row("torch", 7, 1e-3, seed=1)],
+                   [synthetic.row("torch", 7, 1e-3, seed=1, memory=memory)])
+    assert _outcomes(result, "memory") == [("torch", outcome)]
+
+
+def test_any_flop_change_fails(tmp_path):
+    current = synthetic.row("torch", 7, 1e-3, seed=1)
+    current["flops"] += 1
+    result = _gate(tmp_path, [synthetic.row("torch", 7, 1e-3, seed=1)], [current])
+    assert _outcomes(result, "flops") == [("torch", "regression")]
+
+
+def test_wrong_answers_lost_rows_and_new_rows(tmp_path):
+    base = [synthetic.row("torch", 7, 1e-3), synthetic.row("swin", 7, 1e-3, op="wsa"),
+            synthetic.row("sdpa", 7, 1e-3, op="full")]
+    current = [synthetic.row("torch", 7, 1e-3, check="fail"), synthetic.row("swin", 7, 1e-3, status="error"),
+               synthetic.row("natten", 7, 1e-3)]
+    result = _gate(tmp_path, base, current)
+    failed = {(f.backend, f.metric) for f in result.regressions}
+    assert failed == {("torch", "correctness"), ("swin", "status"), ("sdpa", "missing")}
+    [new] = [f for f in result.findings if f.outcome == "new"]
+    assert new.backend == "natten" and "not in the baseline" in new.message
+
+
+def test_normalize_cancels_a_uniformly_slower_machine(tmp_path):
+    base = [synthetic.row("torch", 7, 1e-3, seed=1)]
+    half_speed = [synthetic.row("torch", 7, 2e-3, seed=2)]
+    assert _gate(tmp_path, base, half_speed).regressions
+    result = _gate(tmp_path, base, half_speed, normalize=True, cur_matmul=5e10)
+    assert _outcomes(result) == [("torch", "unchanged")] and result.normalized
+
+
+def _sweep_rows(factors, seed=0):
+    """torch and swin rows over K = 3..9, each `factors[backend]` x a base latency."""
+    return [synthetic.row(b, k, 1e-3 * k * factors.get(b, 1.0), seed=seed + 10 * i + j, op=op)
+            for i, k in enumerate((3, 5, 7, 9)) for j, (b, op) in enumerate((("torch", "na"), ("swin", "wsa")))]
+
+
+def test_drift_correction_cancels_a_whole_machine_slowdown_but_not_one_backend(tmp_path):
+    base = _sweep_rows({}, seed=0)
+    machine_slower = _sweep_rows({"torch": 1.3, "swin": 1.3}, seed=100)
+    assert len(_gate(tmp_path, base, machine_slower, correct_drift=False).regressions) == 8
+    result = _gate(tmp_path, base, machine_slower)
+    assert result.drift == pytest.approx(1.3, rel=0.02) and not result.regressions
+    one_backend = _sweep_rows({"torch": 1.5}, seed=200)  # half the rows: the median ratio sits between
+    result = _gate(tmp_path, base, one_backend, thresholds=Thresholds(latency=0.1))
+    assert {f.backend for f in result.regressions} == {"torch"} and len(result.regressions) == 4
+
+
+def test_no_drift_correction_below_the_minimum_rows(tmp_path):
+    result = _gate(tmp_path, [synthetic.row("torch", 7, 1e-3, seed=1)],
+                   [synthetic.row("torch", 7, 1.5e-3, seed=2)])
+    assert result.drift == 1.0 and result.regressions
+
+
+def test_normalize_needs_calibrations(tmp_path):
+    base = store.load(synthetic.write(tmp_path / "base.jsonl", [synthetic.row("torch", 7, 1e-3)]))
+    current = tmp_path / "cur.jsonl"
+    lines = synthetic.write(current, [synthetic.row("torch", 7, 1e-3)]).read_text().splitlines()
+    current.write_text("\n".join(line for line in lines if '"calibration"' not in line) + "\n")
+    with pytest.raises(ResultsError, match="no calibration record"):
+        gate(base, store.load(current), Thresholds(), normalize=True)
+
+
+def test_thresholds_parse_and_refuse_bad_values():
+    assert Thresholds.parse(["latency=0.25", "memory=0"]) == Thresholds(0.25, 0.0, 0.0)
+    for bad in (["speed=1"], ["latency=ten"], ["latency=-1"]):
+        with pytest.raises(ResultsError):
+            Thresholds.parse(bad)
+
+
+def test_merge_repeats_pools_samples_and_keeps_each_repeats_median(tmp_path):
+    runs = [store.load(synthetic.write(tmp_path / f"r{i}.jsonl", [synthetic.row("torch", 7, m, seed=i)]))
+            for i, m in enumerate((1e-3, 1.1e-3, 1.05e-3))]
+    header, calibrations, [row] = merge_repeats(runs)
+    assert row["samples"] == 3 * 60 and len(row["repeat_medians_ms"]) == 3
+    assert max(row["repeat_medians_ms"]) / min(row["repeat_medians_ms"]) == pytest.approx(1.1, rel=0.02)
+    assert header["baseline"]["repeats"] == 3 and calibrations
+
+
+def test_a_slowdown_in_one_round_only_is_noise(tmp_path):
+    current = synthetic.row("torch", 7, 1.3e-3, seed=2)
+    current["round_medians_ms"] = [1.6, 1.0, 1.02]  # one slow episode; the pooled median moved
+    result = _gate(tmp_path, [synthetic.row("torch", 7, 1e-3, seed=1)], [current])
+    [finding] = [f for f in result.findings if f.metric == "latency"]
+    assert finding.outcome == "unchanged" and "rounds +60%" in finding.message
+    current["round_medians_ms"] = [1.3, 1.28, 1.33]
+    assert _gate(tmp_path, [synthetic.row("torch", 7, 1e-3, seed=1)], [current]).regressions
