@@ -22,7 +22,7 @@ def test_exit_0_on_pass_1_on_regression(cli, files):
     assert code == 0 and "gate PASS" in stdout
     code, stdout, stderr = cli("gate", "--baseline", base, "--current", slow)
     assert code == 1 and "gate FAIL: 1 regressions" in stdout
-    assert "torch on r2-b1-h4-d32-s56x56-k7x7" in stderr and "+50" in stderr
+    assert "1 regressions against" in stderr and "latency: median +49" in stderr
 
 
 def test_json_and_the_github_step_summary(cli, files, tmp_path, monkeypatch):
