@@ -203,6 +203,13 @@ def _tflops(row: dict | None) -> str:
     return "-" if row is None or row.get("tflops") is None or row["status"] != "ok" else f"{row['tflops']:.3g}"
 
 
+def comparison_cells(pair) -> list[str]:
+    """Plain-text cells of one compared case: A, B, B/A [CI], memory B/A, TFLOP/s A and B."""
+    memory = "-" if pair.memory_ratio is None else f"{pair.memory_ratio:.2f}x"
+    return [latency_text(pair.a), latency_text(pair.b), ratio_text(pair), memory, _tflops(pair.a),
+            _tflops(pair.b)]
+
+
 def _case_cells(comparison) -> tuple[list[tuple[str, str]], list[list[str]]]:
     rows = [p.any_row for p in comparison.pairs]
     columns = case_columns(rows)
@@ -235,10 +242,8 @@ def comparison_table(comparison) -> Table:
     for title in (f"A: {a}", f"B: {b}", "B/A [95% CI]", "mem B/A", "TFLOP/s A", "TFLOP/s B", "verdict"):
         table.add_column(title, justify="right" if title != "verdict" else "left")
     for pair, case_cells in zip(comparison.pairs, cells):
-        memory = "-" if pair.memory_ratio is None else f"{pair.memory_ratio:.2f}x"
         style = _VERDICT_STYLE[pair.verdict]
-        table.add_row(*case_cells, latency_text(pair.a), latency_text(pair.b), ratio_text(pair), memory,
-                      _tflops(pair.a), _tflops(pair.b), f"[{style}]{verdict_text(pair)}[/]")
+        table.add_row(*case_cells, *comparison_cells(pair), f"[{style}]{verdict_text(pair)}[/]")
     return table
 
 
@@ -251,9 +256,7 @@ def comparison_markdown(comparison) -> str:
     lines = [f"### {b} against {a}", "", "| " + " | ".join(head) + " |",
              "|" + "---|" * len(head)]
     for pair, case_cells in zip(comparison.pairs, cells):
-        memory = "-" if pair.memory_ratio is None else f"{pair.memory_ratio:.2f}x"
-        values = [*case_cells, latency_text(pair.a), latency_text(pair.b), ratio_text(pair), memory,
-                  _tflops(pair.a), _tflops(pair.b), verdict_text(pair).replace("|", "\\|")]
+        values = [*case_cells, *comparison_cells(pair), verdict_text(pair).replace("|", "\\|")]
         lines.append("| " + " | ".join(values) + " |")
     lines += ["", f"**Summary:** {summary_text(comparison)}", ""]
     return "\n".join(lines)

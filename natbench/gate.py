@@ -32,7 +32,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from natbench.errors import ResultsError
-from natbench.stats import mann_whitney_p, quantile
+from natbench.stats import latency_fields, mann_whitney_p, quantile
 
 ALPHA = 0.05
 DRIFT_MIN_ROWS = 4  # fewer ok row pairs than this: no drift correction (it would cancel them all)
@@ -217,8 +217,6 @@ def merge_repeats(repeats: list) -> tuple[dict, list[dict], list[dict]]:
     """(header, calibrations, rows) of a baseline from several runs of one suite: per row the
     samples of every repeat pooled, the CI spanning the repeats' CIs, and `repeat_medians_ms`
     (the spread the gate uses as the row's noise floor)."""
-    from natbench.stats import summarize
-
     first = repeats[0]
     rows = []
     for row in first.rows:
@@ -226,17 +224,11 @@ def merge_repeats(repeats: list) -> tuple[dict, list[dict], list[dict]]:
         same = [r for results in repeats for r in results.rows if (r["case_key"], r["backend"]) == key]
         merged = dict(row)
         if all(r["status"] == "ok" for r in same) and len(same) == len(repeats):
-            samples = [s for r in same for s in r["samples_s"]]
-            summary = summarize(samples)
-            merged.update(samples=len(samples), samples_s=samples, latency_ms_median=summary.median * 1e3,
-                          latency_ms_mean=summary.mean * 1e3, latency_ms_min=summary.min * 1e3,
-                          latency_ms_p10=summary.p10 * 1e3, latency_ms_p90=summary.p90 * 1e3,
-                          latency_ms_iqr=summary.iqr * 1e3,
-                          latency_ms_ci_low=min(r["latency_ms_ci_low"] for r in same),
-                          latency_ms_ci_high=max(r["latency_ms_ci_high"] for r in same),
+            ci = (min(r["latency_ms_ci_low"] for r in same) * 1e-3, max(r["latency_ms_ci_high"] for r in same) * 1e-3)
+            merged.update(latency_fields([s for r in same for s in r["samples_s"]], ci),
                           repeat_medians_ms=[r["latency_ms_median"] for r in same],
                           peak_memory_bytes=max(r["peak_memory_bytes"] for r in same))
-            merged["tflops"] = merged["flops"] / summary.median / 1e12
+            merged["tflops"] = merged["flops"] / (merged["latency_ms_median"] * 1e-3) / 1e12
             if row.get("pct_of_peak") is not None:
                 merged["pct_of_peak"] = row["pct_of_peak"] * row["latency_ms_median"] / merged["latency_ms_median"]
         else:

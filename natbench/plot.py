@@ -115,16 +115,20 @@ def _band(row: dict, metric: str):
     return row[ci[0]] * scale, row[ci[1]] * scale
 
 
-def _save(fig, out_dir: Path, name: str) -> list[Path]:
+FORMATS = ("png", "svg")
+
+
+def _save(fig, out_dir: Path, name: str, formats=FORMATS) -> list[Path]:
     paths = []
-    for suffix in ("png", "svg"):
+    for suffix in formats:
         path = out_dir / f"{name}.{suffix}"
         fig.savefig(path, dpi=120, bbox_inches="tight")
         paths.append(path)
     return paths
 
 
-def metric_figures(rows: list[dict], x: str, y: str, out_dir: Path, stem: str) -> list[Path]:
+def metric_figures(rows: list[dict], x: str, y: str, out_dir: Path, stem: str,
+                   formats=FORMATS) -> list[Path]:
     """One figure per group of fixed fields: y against x, a line and CI band per backend."""
     if y not in METRICS:
         raise ResultsError(f"--y {y!r}: use one of {', '.join(METRICS)}.")
@@ -135,7 +139,8 @@ def metric_figures(rows: list[dict], x: str, y: str, out_dir: Path, stem: str) -
     field, _, label, scale = METRICS[y]
     sources = len({r["_source"] for r in rows})
     paths = []
-    for index, (fixed, members) in enumerate(_groups(rows, x)):
+    groups = _groups(rows, x)
+    for index, (fixed, members) in enumerate(groups):
         xs_all = [axis_value(r.get(x)) for r in members]
         numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in xs_all)
         order = sorted(set(xs_all), key=lambda v: (str(type(v)), v)) if numeric else \
@@ -181,13 +186,14 @@ def metric_figures(rows: list[dict], x: str, y: str, out_dir: Path, stem: str) -
         if left_out:
             fig.text(0.01, -0.02, f"{left_out} rows left out: skipped, failed or wrong answers "
                      f"(see the results table)", fontsize=7)
-        suffix = f"-{index + 1}" if len(_groups(rows, x)) > 1 else ""
-        paths += _save(fig, out_dir, f"{stem}-{y}-vs-{x}{suffix}")
+        suffix = f"-{index + 1}" if len(groups) > 1 else ""
+        paths += _save(fig, out_dir, f"{stem}-{y}-vs-{x}{suffix}", formats)
         plt.close(fig)
     return paths
 
 
-def roofline_figures(rows: list[dict], calibrations: dict, out_dir: Path, stem: str) -> list[Path]:
+def roofline_figures(rows: list[dict], calibrations: dict, out_dir: Path, stem: str,
+                     formats=FORMATS) -> list[Path]:
     """Per (device, dtype): achieved FLOP/s against arithmetic intensity under the calibrated roofs."""
     plt = _pyplot()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -221,7 +227,7 @@ def roofline_figures(rows: list[dict], calibrations: dict, out_dir: Path, stem: 
         ax.set_title(f"roofline: {device}, {dtype} (roofs from this run's calibration)", fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-        paths += _save(fig, out_dir, f"{stem}-roofline-{device}-{dtype}")
+        paths += _save(fig, out_dir, f"{stem}-roofline-{device}-{dtype}", formats)
         plt.close(fig)
     return paths
 

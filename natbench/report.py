@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 from natbench.compare import Comparison, compare_backends, compare_runs
-from natbench.console import (case_columns, case_name, latency_text, ratio_text, summary_text,
+from natbench.console import (case_columns, case_name, comparison_cells, latency_text, summary_text,
                               verdict_text)
 from natbench.plot import METRICS, default_x, metric_figures, roofline_figures, tagged_rows
 
@@ -88,11 +88,7 @@ def _comparison_section(comparison: Comparison) -> str:
     columns = case_columns([p.any_row for p in comparison.pairs])
     body = []
     for pair in comparison.pairs:
-        memory = "-" if pair.memory_ratio is None else f"{pair.memory_ratio:.2f}x"
-        tflops = ["-" if r is None or r.get("tflops") is None or r["status"] != "ok" else f"{r['tflops']:.3g}"
-                  for r in (pair.a, pair.b)]
-        body.append([_e(case_name(pair.any_row, columns)), _e(latency_text(pair.a)), _e(latency_text(pair.b)),
-                     _e(ratio_text(pair)), memory, *tflops,
+        body.append([_e(case_name(pair.any_row, columns)), *map(_e, comparison_cells(pair)),
                      f'<span class={_VERDICT_CLASS[pair.verdict]}>{_e(verdict_text(pair))}</span>'])
     a, b = _e(comparison.a_label), _e(comparison.b_label)
     table = _table(["case", f"A: {a}", f"B: {b}", "B/A [95% CI]", "memory B/A", "TFLOP/s A",
@@ -107,11 +103,9 @@ def _figures(rows, calibrations) -> str:
         paths = []
         for metric in ("latency", "memory", "tflops"):
             if any(r.get(METRICS[metric][0]) is not None for r in rows):
-                paths += metric_figures(rows, x, metric, Path(directory), "report")
-        paths += roofline_figures(rows, calibrations, Path(directory), "report")
+                paths += metric_figures(rows, x, metric, Path(directory), "report", ("svg",))
+        paths += roofline_figures(rows, calibrations, Path(directory), "report", ("svg",))
         for path in paths:
-            if path.suffix != ".svg":
-                continue
             svg = path.read_text()
             out.append(f"<figure>{svg[svg.index('<svg'):]}</figure>")
     return "\n".join(out)

@@ -19,7 +19,7 @@ from natbench.case import Case
 from natbench.dtypes import tolerance, torch_dtype
 from natbench.errors import InvalidProblemError
 from natbench.memory import peak_bytes
-from natbench.stats import median_ci, summarize
+from natbench.stats import latency_fields, median_ci, summarize
 from natbench.suite import Point
 from natbench.timing import TimingPolicy, cpu_sampler, cuda_sampler, sample_adaptively
 
@@ -227,17 +227,9 @@ def merge_rounds(rounds: list[dict], context: RunContext) -> dict:
 
 def _timing_fields(samples, stop: str, case: Case, op: str, context: RunContext,
                    ci: tuple[float, float] | None = None) -> dict:
-    summary = summarize(samples)
-    ci_low, ci_high = ci or (summary.ci_low, summary.ci_high)
+    fields = latency_fields(samples, ci)
     flops = case.flops(op)
-    tflops = flops / summary.median / 1e12
+    tflops = flops / (fields["latency_ms_median"] * 1e-3) / 1e12
     calibration = context.calibrations.get((case.device, case.dtype))
     pct = None if calibration is None else 100 * tflops * 1e12 / calibration["matmul_flops_per_s"]
-    return {
-        "samples": summary.n, "samples_s": samples, "stop": stop,
-        "latency_ms_median": summary.median * 1e3, "latency_ms_mean": summary.mean * 1e3,
-        "latency_ms_min": summary.min * 1e3, "latency_ms_p10": summary.p10 * 1e3,
-        "latency_ms_p90": summary.p90 * 1e3, "latency_ms_iqr": summary.iqr * 1e3,
-        "latency_ms_ci_low": ci_low * 1e3, "latency_ms_ci_high": ci_high * 1e3,
-        "flops": flops, "tflops": tflops, "pct_of_peak": pct,
-    }
+    return {**fields, "stop": stop, "flops": flops, "tflops": tflops, "pct_of_peak": pct}

@@ -74,6 +74,20 @@ def summarize(samples: Sequence[float], confidence: float = 0.95) -> Summary:
                    ci_low=ci_low, ci_high=ci_high)
 
 
+def latency_fields(samples: Sequence[float], ci: tuple[float, float] | None = None) -> dict:
+    """The latency fields of a result row from its samples (seconds): counts, summary in ms, and
+    the 95% CI of the median (its own, or `ci` when the caller spans rounds or repeats)."""
+    summary = summarize(samples)
+    ci_low, ci_high = ci or (summary.ci_low, summary.ci_high)
+    return {
+        "samples": summary.n, "samples_s": list(samples),
+        "latency_ms_median": summary.median * 1e3, "latency_ms_mean": summary.mean * 1e3,
+        "latency_ms_min": summary.min * 1e3, "latency_ms_p10": summary.p10 * 1e3,
+        "latency_ms_p90": summary.p90 * 1e3, "latency_ms_iqr": summary.iqr * 1e3,
+        "latency_ms_ci_low": ci_low * 1e3, "latency_ms_ci_high": ci_high * 1e3,
+    }
+
+
 def mann_whitney_p(a: Sequence[float], b: Sequence[float]) -> float:
     """Two-sided p-value of the Mann-Whitney U test that a and b come from one distribution
     (asv's test for a changed benchmark). 1.0 when either side has fewer than 2 samples."""

@@ -232,12 +232,8 @@ __device__ inline WarpQuery warp_query(const Problem& p) {
 template <typename T>
 __global__ void fused_forward_kernel(Problem p, const T* q, const T* k, const T* v, const T* rpb,
                                      T* out, float* lse, float scale) {
-  const WarpQuery wq = warp_query(p);
-  if (!wq.valid) return;
-  const int64_t item = wq.item, n_tokens = wq.n_tokens, qrow = wq.qrow;
-  const int lane = wq.lane;
-  const Item& it = wq.it;
-  const Window& w = wq.w;
+  const auto [valid, lane, item, n_tokens, qrow, it, w] = warp_query(p);
+  if (!valid) return;
   float qs[kMaxPerLane], acc[kMaxPerLane];
 #pragma unroll
   for (int i = 0; i < kMaxPerLane; ++i) {
@@ -281,12 +277,8 @@ template <typename T>
 __global__ void fused_backward_kernel(Problem p, const T* q, const T* k, const T* v, const T* rpb,
                                       const T* out, const float* lse, const T* dout, T* dq,
                                       float* dk, float* dv, float* drpb, float scale) {
-  const WarpQuery wq = warp_query(p);
-  if (!wq.valid) return;
-  const int64_t item = wq.item, n_tokens = wq.n_tokens, qrow = wq.qrow;
-  const int lane = wq.lane;
-  const Item& it = wq.it;
-  const Window& w = wq.w;
+  const auto [valid, lane, item, n_tokens, qrow, it, w] = warp_query(p);
+  if (!valid) return;
   float qs[kMaxPerLane], dos[kMaxPerLane], dqs[kMaxPerLane];
   float delta = 0.f;
 #pragma unroll
