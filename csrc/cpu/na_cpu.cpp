@@ -63,9 +63,17 @@ const T* maybe(const std::optional<at::Tensor>& t) {
   return t.has_value() ? t->data_ptr<T>() : nullptr;
 }
 
-// [B, *spatial, H, D] -> [B, H, D, N] in the accumulation type: kernels read runs of tokens.
-at::Tensor transposed(const at::Tensor& x) {
-  return x.view({x.size(0), -1, x.size(-2), x.size(-1)}).permute({0, 2, 3, 1}).to(acc_type(x)).contiguous();
+// The fused kernels read every input in the accumulation type (no copy for float and double).
+at::Tensor in_acc(const at::Tensor& x) { return x.to(acc_type(x)).contiguous(); }
+
+// The bias table as [H, bias_size + kBiasPad] in the accumulation type: a zero tail per head keeps
+// the kernels' full-width vector loads inside it.
+std::optional<at::Tensor> padded_bias(const std::optional<at::Tensor>& rpb, const at::Tensor& q) {
+  if (!rpb.has_value()) return rpb;
+  const int64_t heads = rpb->size(0), size = rpb->numel() / heads;
+  auto table = at::zeros({heads, size + kBiasPad}, q.options().dtype(acc_type(q)));
+  table.narrow(1, 0, size).copy_(rpb->reshape({heads, size}));
+  return table;
 }
 
 std::optional<at::Tensor> contiguous(const std::optional<at::Tensor>& t) {
@@ -79,20 +87,19 @@ std::tuple<at::Tensor, at::Tensor> fused_forward_cpu(
     const at::Tensor& q_, const at::Tensor& k_, const at::Tensor& v_, const std::optional<at::Tensor>& rpb_,
     IntList kernel, IntList dilation, IntList stride, BoolList causal, double scale) {
   check_inputs(q_, k_, v_);
-  auto q = q_.contiguous(), k = k_.contiguous(), v = v_.contiguous();
-  auto rpb = contiguous(rpb_);
-  auto out = at::empty(v.sizes(), v.options());
+  auto q = in_acc(q_), k = in_acc(k_), v = in_acc(v_);
+  auto rpb = padded_bias(rpb_, q_);
+  auto out = at::empty(v_.sizes(), v_.options());
   auto lse = at::empty({q.size(0), q.size(-2), q.numel() / (q.size(0) * q.size(-2) * q.size(-1))},
-                       q.options().dtype(acc_type(q)));
-  auto kt = transposed(k);
+                       q.options());
   with_rank(q.dim() - 3, [&](auto rank) {
     constexpr int R = decltype(rank)::value;
     const auto g = geometry<R>(q, kernel, dilation, stride, causal);
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "na_fused_forward", [&] {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q_.scalar_type(), "na_fused_forward", [&] {
       using A = acc_t<scalar_t>;
-      fused_forward<R, scalar_t, A>(g, shape_of(q, v), q.data_ptr<scalar_t>(), kt.data_ptr<A>(),
-                                    v.data_ptr<scalar_t>(), maybe<scalar_t>(rpb), out.data_ptr<scalar_t>(),
-                                    lse.data_ptr<A>(), static_cast<A>(scale));
+      fused_forward<R, scalar_t, A>(g, shape_of(q, v), q.data_ptr<A>(), k.data_ptr<A>(), v.data_ptr<A>(),
+                                    maybe<A>(rpb), out.data_ptr<scalar_t>(), lse.data_ptr<A>(),
+                                    static_cast<A>(scale));
     });
   });
   return {out, lse};
@@ -103,32 +110,29 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::optional<at::Tensor>> fused_
     const at::Tensor& out_, const at::Tensor& lse_, const at::Tensor& dout_, IntList kernel,
     IntList dilation, IntList stride, BoolList causal, double scale) {
   check_inputs(q_, k_, v_);
-  auto q = q_.contiguous(), k = k_.contiguous(), v = v_.contiguous();
-  auto out = out_.contiguous(), lse = lse_.contiguous(), dout = dout_.contiguous().to(q.scalar_type());
-  auto rpb = contiguous(rpb_);
-  auto dq = at::empty(q.sizes(), q.options());
-  auto dk = at::zeros(k.sizes(), k.options().dtype(acc_type(q)));
-  auto dv = at::zeros(v.sizes(), v.options().dtype(acc_type(q)));
-  auto kt = transposed(k), vt = transposed(v);
+  auto q = in_acc(q_), k = in_acc(k_), v = in_acc(v_), out = in_acc(out_), dout = in_acc(dout_);
+  auto lse = lse_.contiguous();
+  auto rpb = padded_bias(rpb_, q_);
+  auto dq = at::empty(q_.sizes(), q_.options());
+  auto dk = at::zeros(k.sizes(), k.options());
+  auto dv = at::zeros(v.sizes(), v.options());
   std::optional<at::Tensor> drpb;
   with_rank(q.dim() - 3, [&](auto rank) {
     constexpr int R = decltype(rank)::value;
     const auto g = geometry<R>(q, kernel, dilation, stride, causal);
     at::Tensor drpb_acc;
     if (rpb.has_value()) drpb_acc = at::zeros({q.size(0), q.size(-2), g.bias_size}, dk.options());
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "na_fused_backward", [&] {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q_.scalar_type(), "na_fused_backward", [&] {
       using A = acc_t<scalar_t>;
-      fused_backward<R, scalar_t, A>(g, shape_of(q, v), q.data_ptr<scalar_t>(), kt.data_ptr<A>(),
-                                     vt.data_ptr<A>(), k.data_ptr<scalar_t>(), maybe<scalar_t>(rpb),
-                                     out.data_ptr<scalar_t>(),
-                                     dout.data_ptr<scalar_t>(), lse.data_ptr<A>(), dq.data_ptr<scalar_t>(),
-                                     dk.data_ptr<A>(), dv.data_ptr<A>(),
+      fused_backward<R, scalar_t, A>(g, shape_of(q, v), q.data_ptr<A>(), k.data_ptr<A>(), v.data_ptr<A>(),
+                                     maybe<A>(rpb), out.data_ptr<A>(), dout.data_ptr<A>(), lse.data_ptr<A>(),
+                                     dq.data_ptr<scalar_t>(), dk.data_ptr<A>(), dv.data_ptr<A>(),
                                      rpb.has_value() ? drpb_acc.data_ptr<A>() : nullptr,
                                      static_cast<A>(scale));
     });
-    if (rpb.has_value()) drpb = drpb_acc.sum(0).view(rpb->sizes()).to(rpb->scalar_type());
+    if (rpb.has_value()) drpb = drpb_acc.sum(0).view(rpb_->sizes()).to(rpb_->scalar_type());
   });
-  return {dq, dk.to(q.scalar_type()), dv.to(q.scalar_type()), drpb};
+  return {dq, dk.to(q_.scalar_type()), dv.to(q_.scalar_type()), drpb};
 }
 
 at::Tensor qk_rpb_cpu(const at::Tensor& q_, const at::Tensor& k_, const std::optional<at::Tensor>& rpb_,

@@ -8,11 +8,13 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 #include <vector>
 
 #include "../include/na_geometry.h"
+#include "na_simd.h"
 
 namespace natbench {
 
@@ -34,255 +36,378 @@ inline void axpy(A* y, A alpha, const T* x, int64_t n) {
   for (int64_t d = 0; d < n; ++d) y[d] += alpha * static_cast<A>(x[d]);
 }
 
-// Queries are taken in segments of up to kSegment consecutive queries of one dilation group
-// along the last axis. They share their windows on every other axis, so their keys form one
-// region: the per-axis windows times the union of their last-axis windows.
-constexpr int64_t kSegment = 8;
-constexpr int64_t kLanes = 16;  // region keys per micro-kernel step: one 512-bit vector of floats
+// ---- The fused design (the default `natten` backend). ----
+//
+// One query at a time, no [N, Kn] matrix: the window is read as rows (one per combination of the
+// other axes' window positions) of up to K keys that are consecutive along the last axis. Keys
+// (and, for backward, values) are packed once per call as [B, H, D, P]: each line of the last
+// axis has its tokens ordered by dilation group, so a window row is a run of consecutive
+// positions and its scores for one query are sum_d q[d] * packed[d, run]: vector FMAs with q[d]
+// broadcast, W keys per vector. Vectors are taken kBlock at a time (their accumulators stay in
+// registers across d); the softmax is online across blocks, and the weighted values of a block
+// are summed into an output kept in registers.
 
-struct Segment {
-  int64_t first_query, count, step;  // queries first_query + i * step, i < count
-};
+constexpr int kBlock = 8;             // score vectors per step
+constexpr int64_t kLineChunk = 64;    // queries of one line per parallel work item
+constexpr int64_t kBiasPad = 8;       // zero tail of each head's bias table row (>= any W)
 
-template <int R>
-std::vector<Segment> segments(const Geometry<R>& g) {
-  const Axis& last = g.axes[R - 1];
-  std::vector<Segment> out;
-  for (int64_t row = 0; row < g.tokens / last.length; ++row) {
-    for (int64_t group = 0; group < last.dilation && group < last.length; ++group) {
-      const int64_t members = (last.length - group + last.dilation - 1) / last.dilation;
-      for (int64_t start = 0; start < members; start += kSegment)
-        out.push_back({row * last.length + group + start * last.dilation,
-                       std::min(kSegment, members - start), last.dilation});
+// Position of each last-axis coordinate in its packed line: dilation groups one after another.
+inline std::vector<int64_t> line_positions(const Axis& last) {
+  std::vector<int64_t> position(last.length);
+  int64_t next = 0;
+  for (int64_t group = 0; group < last.dilation && group < last.length; ++group)
+    for (int64_t x = group; x < last.length; x += last.dilation) position[x] = next++;
+  return position;
+}
+
+// x: heads-last [B, N, H, dim] -> [B, H, dim, P], P = N + W (a zero tail for full-width loads).
+template <int R, typename A>
+std::vector<A> pack(const Geometry<R>& g, const Shape& s, const A* x, int64_t dim,
+                    const std::vector<int64_t>& position) {
+  const int64_t n_tokens = g.tokens, length = g.axes[R - 1].length, H = s.heads;
+  const int64_t padded = n_tokens + simd::kWidth<A>, lines = n_tokens / length;
+  std::vector<A> out(s.batch * H * dim * padded, A(0));
+#pragma omp parallel for schedule(static)
+  for (int64_t item = 0; item < s.batch * H * lines; ++item) {
+    const int64_t b = item / (H * lines), h = (item / lines) % H, line = item % lines;
+    A* dst = out.data() + (b * H + h) * dim * padded + line * length;
+    for (int64_t c = 0; c < length; ++c) {
+      const A* src = x + ((b * n_tokens + line * length + c) * H + h) * dim;
+      for (int64_t d = 0; d < dim; ++d) dst[d * padded + position[c]] = src[d];
     }
   }
   return out;
 }
 
-// A segment's region and each query's window inside it (shared by forward and backward).
+// The window rows shared by every query of one line: the token where each key line starts and
+// the bias index of each row's first last-axis offset.
 template <int R>
-struct SegmentRegion {
-  std::vector<int64_t> keys, bias, tokens;  // the first query's neighbors; the region's tokens
-  std::array<AxisWindow, kSegment> lasts;
-  int64_t low = 0, width = 0, rows = 0;
+struct LineRows {
+  std::vector<int64_t> token, bias;
 
-  explicit SegmentRegion(int64_t window_keys) : keys(window_keys), bias(window_keys) {}
-
-  void build(const Geometry<R>& g, const Segment& seg) {
-    const Axis& last = g.axes[R - 1];
-    const int64_t coordinate = seg.first_query % last.length;
-    int64_t high = 0;
-    for (int64_t i = 0; i < seg.count; ++i) {
-      lasts[i] = axis_window(last, coordinate + i * seg.step);
-      const int64_t end = lasts[i].first + (lasts[i].count - 1) * last.dilation;
-      low = i == 0 ? lasts[i].first : std::min(low, lasts[i].first);
-      high = i == 0 ? end : std::max(high, end);
+  void build(const Geometry<R>& g, int64_t line) {
+    const int64_t start = line * g.axes[R - 1].length;
+    std::array<AxisWindow, R> w;
+    int64_t count = 1;
+    for (int d = 0; d < R - 1; ++d) {
+      w[d] = axis_window(g.axes[d], (start / g.token_stride[d]) % g.axes[d].length);
+      count *= w[d].count;
     }
-    width = (high - low) / last.dilation + 1;
-    rows = g.neighbors(seg.first_query, keys.data(), bias.data()) / lasts[0].count;
-    tokens.resize(rows * width);
-    for (int64_t r = 0; r < rows; ++r) {
-      const int64_t row_start = keys[r * lasts[0].count] - lasts[0].first;
-      for (int64_t c = 0; c < width; ++c) tokens[r * width + c] = row_start + low + c * last.dilation;
+    token.resize(count);
+    bias.resize(count);
+    std::array<int64_t, R> t{};
+    for (int64_t r = 0; r < count; ++r) {
+      token[r] = bias[r] = 0;
+      for (int d = 0; d < R - 1; ++d) {
+        token[r] += (w[d].first + t[d] * g.axes[d].dilation) * g.token_stride[d];
+        bias[r] += (w[d].bias0 + t[d]) * g.bias_stride[d];
+      }
+      for (int d = R - 2; d >= 0; --d) {  // odometer over the other axes' windows
+        if (++t[d] < w[d].count) break;
+        t[d] = 0;
+      }
     }
   }
-
-  int64_t size() const { return rows * width; }
-  // Row stride of per-region buffers: a multiple of kLanes, so micro-kernels need no tail.
-  int64_t padded() const { return (size() + kLanes - 1) / kLanes * kLanes; }
-  // Column of query i's first window key inside each region row.
-  int64_t offset(int64_t i, int64_t dilation) const { return (lasts[i].first - low) / dilation; }
 };
 
-// dst[d * padded + j] = src_head[d * n_tokens + token_j]: a region of a transposed [D, N] head,
-// zero past the region's end.
-template <int R, typename A>
-void gather_region(const SegmentRegion<R>& reg, const A* head, int64_t dim, int64_t n_tokens,
-                   int64_t step, std::vector<A>& dst) {
-  const int64_t size = reg.padded();
-  dst.assign(dim * size, A(0));
+// One query's window as score vectors: vector j covers row j / chunks, last-axis keys
+// [(j % chunks) * W, +W) of the row's `cols`.
+struct QueryWindow {
+  AxisWindow last;
+  int64_t packed_first, chunks, vectors;
+};
+
+template <typename A>
+QueryWindow query_window(const Axis& last, const std::vector<int64_t>& position, int64_t x,
+                         int64_t rows) {
+  QueryWindow q;
+  q.last = axis_window(last, x);
+  q.packed_first = position[q.last.first];
+  q.chunks = (q.last.count + simd::kWidth<A> - 1) / simd::kWidth<A>;
+  q.vectors = rows * q.chunks;
+  return q;
+}
+
+// Vectors [first, first + count) of a query window, walked once with the row carried (no division
+// per vector, and scalar stores only: a vectorized read of scalar stores would stall on
+// store-to-load forwarding): for each vector, where its keys start in the packed keys (and in
+// the packed values, for backward), the token of its first key, its bias index and how many of
+// its lanes are keys.
+template <typename A, int R>
+struct Block {
+  int count;
+  std::array<const A*, kBlock> keys, values;
+  std::array<int64_t, kBlock> token, bias, valid;
+
+  Block(const QueryWindow& qw, int64_t first, const LineRows<R>& rows, int64_t dilation,
+        const A* packed_keys, const A* packed_values)
+      : count(static_cast<int>(std::min<int64_t>(kBlock, qw.vectors - first))) {
+    constexpr int W = simd::kWidth<A>;
+    int64_t r = first / qw.chunks, c = first % qw.chunks * W;
+    for (int j = 0; j < count; ++j) {
+      const int64_t at = rows.token[r] + qw.packed_first + c;
+      keys[j] = packed_keys + at;
+      values[j] = packed_values ? packed_values + at : nullptr;
+      token[j] = rows.token[r] + qw.last.first + c * dilation;
+      bias[j] = rows.bias[r] + qw.last.bias0 + c;
+      valid[j] = std::min<int64_t>(W, qw.last.count - c);
+      c += W;
+      if (c >= qw.chunks * W) c = 0, ++r;
+    }
+  }
+};
+
+// acc[j] = sum_d x[d] * at[j][d * stride : +W] for j < G: G accumulators in registers.
+template <int G, typename A>
+inline void dots(const A* x, int64_t dim, const A* const* at, int64_t stride, simd::Vec<A>* acc) {
+  simd::Vec<A> sum[G];
+  for (int j = 0; j < G; ++j) sum[j] = simd::Vec<A>{};
   for (int64_t d = 0; d < dim; ++d) {
-    for (int64_t r = 0; r < reg.rows; ++r) {
-      const A* run = head + d * n_tokens + reg.tokens[r * reg.width];
-      A* out = dst.data() + d * size + r * reg.width;
-      if (step == 1) {
-        std::copy(run, run + reg.width, out);
-      } else {
-        for (int64_t c = 0; c < reg.width; ++c) out[c] = run[c * step];
-      }
-    }
+    const simd::Vec<A> xd = simd::splat(x[d]);
+    for (int j = 0; j < G; ++j) sum[j] += xd * simd::load(at[j] + d * stride);
+  }
+  for (int j = 0; j < G; ++j) acc[j] = sum[j];
+}
+
+template <typename A>
+inline void dots(int count, const A* x, int64_t dim, const A* const* at, int64_t stride,
+                 simd::Vec<A>* acc) {
+  switch (count) {
+    case 1: return dots<1>(x, dim, at, stride, acc);
+    case 2: return dots<2>(x, dim, at, stride, acc);
+    case 3: return dots<3>(x, dim, at, stride, acc);
+    case 4: return dots<4>(x, dim, at, stride, acc);
+    case 5: return dots<5>(x, dim, at, stride, acc);
+    case 6: return dots<6>(x, dim, at, stride, acc);
+    case 7: return dots<7>(x, dim, at, stride, acc);
+    default: return dots<kBlock>(x, dim, at, stride, acc);
   }
 }
 
-// out[i * size + j] = factor * sum_d rows_i[d] * block[d * size + j] for the segment's queries
-// (size: a multiple of kLanes). A register-blocked micro-kernel: kSegment x kLanes accumulators
-// live in vector registers across the whole d loop; rows past `count` are computed as zeros.
-template <typename A, typename T>
-void rows_times_block(const T* first_row, int64_t row_stride, int64_t count, A factor,
-                      const std::vector<A>& block, int64_t dim, int64_t size, std::vector<A>& out) {
-  std::vector<A> rows(kSegment * dim, A(0));
-  for (int64_t i = 0; i < count; ++i)
-    for (int64_t d = 0; d < dim; ++d) rows[d * kSegment + i] = factor * static_cast<A>(first_row[i * row_stride + d]);
-  out.resize(kSegment * size);
-  for (int64_t j0 = 0; j0 < size; j0 += kLanes) {
-    A acc[kSegment][kLanes] = {};
-    for (int64_t d = 0; d < dim; ++d) {
-      const A* column = block.data() + d * size + j0;
-      const A* x = rows.data() + d * kSegment;
-      for (int64_t i = 0; i < kSegment; ++i)
-#pragma omp simd
-        for (int64_t t = 0; t < kLanes; ++t) acc[i][t] += x[i] * column[t];
-    }
-    for (int64_t i = 0; i < kSegment; ++i)
-      for (int64_t t = 0; t < kLanes; ++t) out[i * size + j0 + t] = acc[i][t];
+// Calls fn(offset, std::integral_constant<int, V>) over [0, dim) in pieces of V <= 8 vectors,
+// then fn(offset, 0) for a scalar tail: kernels over a row keep V vectors in registers.
+template <typename A, typename Fn>
+inline void vector_pieces(int64_t dim, Fn&& fn) {
+  constexpr int W = simd::kWidth<A>;
+  int64_t d = 0;
+  for (; d + 8 * W <= dim; d += 8 * W) fn(d, std::integral_constant<int, 8>{});
+  switch ((dim - d) / W) {
+    case 7: fn(d, std::integral_constant<int, 7>{}); break;
+    case 6: fn(d, std::integral_constant<int, 6>{}); break;
+    case 5: fn(d, std::integral_constant<int, 5>{}); break;
+    case 4: fn(d, std::integral_constant<int, 4>{}); break;
+    case 3: fn(d, std::integral_constant<int, 3>{}); break;
+    case 2: fn(d, std::integral_constant<int, 2>{}); break;
+    case 1: fn(d, std::integral_constant<int, 1>{}); break;
+    default: break;
   }
+  if (dim % W) fn(dim - dim % W, std::integral_constant<int, 0>{});
 }
 
-// Fused forward. `kt` is k transposed to [B, H, D, N] (one copy per call). Per segment: every
-// query's scores against the whole region, as vectorized axpys over a local [D, region] block;
-// then per query a softmax over its own window; then the weighted values, each value row read
-// once for the whole segment. Nothing of size [N, Kn] is kept; the log-sum-exp is saved for
-// backward.
-template <int R, typename T, typename A>
-void fused_forward(const Geometry<R>& g, const Shape& s, const T* q, const A* kt, const T* v,
-                   const T* rpb, T* out, A* lse, A scale) {
-  const int64_t n_tokens = g.tokens, H = s.heads, D = s.dim, Dv = s.dim_v;
-  const Axis& last = g.axes[R - 1];
-  const auto parts = segments(g);
-  const int64_t n_parts = static_cast<int64_t>(parts.size());
-#pragma omp parallel
-  {
-    SegmentRegion<R> reg(g.window_keys);
-    std::vector<A> kloc, scores, probs, p(g.window_keys), acc;
-    std::array<A, kSegment> totals;
-#pragma omp for schedule(static)
-    for (int64_t work = 0; work < s.batch * H * n_parts; ++work) {
-      const int64_t b = work / (H * n_parts), h = (work / n_parts) % H;
-      const Segment& seg = parts[work % n_parts];
-      reg.build(g, seg);
-      const int64_t rk = reg.padded(), row0 = (b * n_tokens + seg.first_query) * H + h;
-      const int64_t row_stride = seg.step * H;
-      gather_region(reg, kt + (b * H + h) * D * n_tokens, D, n_tokens, last.dilation, kloc);
-      rows_times_block(q + row0 * D, row_stride * D, seg.count, scale, kloc, D, rk, scores);
-      probs.assign(seg.count * rk, A(0));
-      for (int64_t i = 0; i < seg.count; ++i) {
-        const int64_t offset = reg.offset(i, last.dilation), cols = reg.lasts[i].count;
-        const int64_t shift = reg.lasts[i].bias0 - reg.lasts[0].bias0;
-        const A* si = scores.data() + i * rk;
-        int64_t m = 0;
-        for (int64_t r = 0; r < reg.rows; ++r)
-          for (int64_t c = 0; c < cols; ++c, ++m) {
-            p[m] = si[r * reg.width + offset + c];
-            if (rpb) p[m] += static_cast<A>(rpb[h * g.bias_size + reg.bias[r * reg.lasts[0].count] + shift + c]);
-          }
-        A top = -std::numeric_limits<A>::infinity();
-        for (int64_t j = 0; j < m; ++j) top = std::max(top, p[j]);
-        A total = 0;
-#pragma omp simd reduction(+ : total)
-        for (int64_t j = 0; j < m; ++j) {
-          p[j] = std::exp(p[j] - top);
-          total += p[j];
+// y[0:dim] += sum_e w[e] * rows[e][0:dim].
+template <typename A>
+inline void gather_axpy(A* y, int64_t dim, const A* w, const A* const* rows, int64_t n) {
+  constexpr int W = simd::kWidth<A>;
+  vector_pieces<A>(dim, [&](int64_t d0, auto pieces) {
+    constexpr int V = decltype(pieces)::value;
+    if constexpr (V == 0) {
+      for (int64_t d = d0; d < dim; ++d)
+        for (int64_t e = 0; e < n; ++e) y[d] += w[e] * rows[e][d];
+    } else {
+      // Even and odd entries sum apart: 2V independent FMA chains hide the FMA latency.
+      simd::Vec<A> even[V], odd[V];
+      for (int j = 0; j < V; ++j) even[j] = simd::load(y + d0 + j * W), odd[j] = simd::Vec<A>{};
+      int64_t e = 0;
+      for (; e + 1 < n; e += 2) {
+        const simd::Vec<A> we = simd::splat(w[e]), wo = simd::splat(w[e + 1]);
+        for (int j = 0; j < V; ++j) {
+          even[j] += we * simd::load(rows[e] + d0 + j * W);
+          odd[j] += wo * simd::load(rows[e + 1] + d0 + j * W);
         }
-        // Probabilities back into the region's layout (zeros outside the window).
-        A* pi = probs.data() + i * rk;
-        m = 0;
-        for (int64_t r = 0; r < reg.rows; ++r)
-          for (int64_t c = 0; c < cols; ++c) pi[r * reg.width + offset + c] = p[m++];
-        totals[i] = total;
-        lse[(b * H + h) * n_tokens + seg.first_query + i * seg.step] = top + std::log(total);
       }
-      // Weighted values: each region value row is read once for all queries of the segment.
-      acc.assign(seg.count * Dv, A(0));
-      for (int64_t j = 0; j < reg.size(); ++j) {
-        const T* vj = v + ((b * n_tokens + reg.tokens[j]) * H + h) * Dv;
-        for (int64_t i = 0; i < seg.count; ++i) axpy(acc.data() + i * Dv, probs[i * rk + j], vj, Dv);
+      if (e < n) {
+        const simd::Vec<A> we = simd::splat(w[e]);
+        for (int j = 0; j < V; ++j) even[j] += we * simd::load(rows[e] + d0 + j * W);
       }
-      for (int64_t i = 0; i < seg.count; ++i) {
-        T* o = out + (row0 + i * row_stride) * Dv;
-        const A inverse = A(1) / totals[i];
-        for (int64_t d = 0; d < Dv; ++d) o[d] = static_cast<T>(acc[i * Dv + d] * inverse);
+      for (int j = 0; j < V; ++j) simd::store(y + d0 + j * W, even[j] + odd[j]);
+    }
+  });
+}
+
+// rows[e][0:dim] += w[e] * x[0:dim] for every e.
+template <typename A>
+inline void scatter_axpy(A* const* rows, const A* w, int64_t n, const A* x, int64_t dim) {
+  constexpr int W = simd::kWidth<A>;
+  vector_pieces<A>(dim, [&](int64_t d0, auto pieces) {
+    constexpr int V = decltype(pieces)::value;
+    if constexpr (V == 0) {
+      for (int64_t e = 0; e < n; ++e)
+        for (int64_t d = d0; d < dim; ++d) rows[e][d] += w[e] * x[d];
+    } else {
+      simd::Vec<A> xs[V];
+      for (int j = 0; j < V; ++j) xs[j] = simd::load(x + d0 + j * W);
+      for (int64_t e = 0; e < n; ++e) {
+        const simd::Vec<A> we = simd::splat(w[e]);
+        for (int j = 0; j < V; ++j) simd::store(rows[e] + d0 + j * W, simd::load(rows[e] + d0 + j * W) + we * xs[j]);
+      }
+    }
+  });
+}
+
+// Per-thread scratch of the fused kernels, sized once.
+template <typename A>
+struct Scratch {
+  static constexpr int64_t kKeys = kBlock * simd::kWidth<A>;
+  std::vector<A> x, y, acc;
+  std::array<A, kKeys + simd::kWidth<A>> w, w2;
+  std::array<const A*, kKeys> rows;
+  std::array<A*, kKeys> rows2, rows3;
+  std::array<int64_t, kKeys> bias;
+  Scratch(int64_t dim, int64_t dim_v) : x(dim), y(dim_v), acc(std::max(dim, dim_v)) {}
+};
+
+// Fused forward. q, k, v are heads-last in the accumulation type A; rpb is the bias table
+// [H, bias_size + kBiasPad] in A (zero tail); out is written in T; lse [B, H, N] is kept for backward.
+template <int R, typename T, typename A>
+void fused_forward(const Geometry<R>& g, const Shape& s, const A* q, const A* k, const A* v,
+                   const A* rpb, T* out, A* lse, A scale) {
+  constexpr int W = simd::kWidth<A>;
+  using Vec = simd::Vec<A>;
+  const int64_t n_tokens = g.tokens, H = s.heads, D = s.dim, Dv = s.dim_v;
+  const Axis& last = g.axes[R - 1];
+  const int64_t length = last.length, lines = n_tokens / length;
+  const int64_t chunks = (length + kLineChunk - 1) / kLineChunk, padded = n_tokens + W;
+  const int64_t rpb_row = g.bias_size + kBiasPad, key_step = last.dilation * H * Dv;
+  static_assert(kBiasPad >= W, "bias rows need a full vector of tail");
+  const auto position = line_positions(last);
+  const std::vector<A> kp = pack(g, s, k, D, position);
+#pragma omp parallel
+  {
+    Scratch<A> sc(D, Dv);
+    LineRows<R> rows;
+    int64_t built = -1;
+    // Heads innermost: they share the line's window rows and read neighbouring memory.
+#pragma omp for schedule(static)
+    for (int64_t work = 0; work < s.batch * lines * chunks * H; ++work) {
+      const int64_t b = work / (lines * chunks * H), line = (work / (chunks * H)) % lines;
+      const int64_t x0 = (work / H) % chunks * kLineChunk, h = work % H;
+      if (line != built) rows.build(g, line), built = line;
+      const int64_t n_rows = static_cast<int64_t>(rows.token.size());
+      const A* keys = kp.data() + (b * H + h) * D * padded;
+      const A* values = v + (b * n_tokens * H + h) * Dv;
+      const A* bias = rpb ? rpb + h * rpb_row : nullptr;
+      for (int64_t x = x0; x < std::min(length, x0 + kLineChunk); ++x) {
+        const int64_t n = line * length + x, row = (b * n_tokens + n) * H + h;
+        const QueryWindow qw = query_window<A>(last, position, x, n_rows);
+        for (int64_t d = 0; d < D; ++d) sc.x[d] = scale * q[row * D + d];
+        std::fill(sc.y.begin(), sc.y.end(), A(0));
+        A top = -std::numeric_limits<A>::infinity();
+        Vec sums{};
+        for (int64_t j0 = 0; j0 < qw.vectors; j0 += kBlock) {
+          const Block<A, R> blk(qw, j0, rows, last.dilation, keys, nullptr);
+          Vec score[kBlock];
+          dots(blk.count, sc.x.data(), D, blk.keys.data(), padded, score);
+          const Vec none = simd::splat(-std::numeric_limits<A>::infinity());
+          Vec tops = none;
+          for (int j = 0; j < blk.count; ++j) {
+            if (bias) score[j] += simd::load(bias + blk.bias[j]);
+            score[j] = simd::first_lanes<A>(blk.valid[j]) ? score[j] : none;
+            tops = score[j] > tops ? score[j] : tops;
+          }
+          const A block_top = simd::max_lane(tops);
+          if (block_top > top) {  // online softmax: rescale what the earlier blocks summed
+            const A factor = j0 > 0 ? std::exp(top - block_top) : A(0);
+            for (int64_t d = 0; d < Dv; ++d) sc.y[d] *= factor;
+            sums *= factor;
+            top = block_top;
+          }
+          int64_t m = 0;
+          for (int j = 0; j < blk.count; ++j) {
+            const Vec p = simd::exp(score[j] - top);
+            sums += p;
+            simd::store(sc.w.data() + m, p);
+            const A* first = values + blk.token[j] * H * Dv;
+            for (int64_t t = 0; t < blk.valid[j]; ++t) sc.rows[m + t] = first + t * key_step;
+            m += blk.valid[j];
+          }
+          gather_axpy(sc.y.data(), Dv, sc.w.data(), sc.rows.data(), m);
+        }
+        const A total = simd::sum_lanes(sums);
+        T* o = out + row * Dv;
+        for (int64_t d = 0; d < Dv; ++d) o[d] = static_cast<T>(sc.y[d] / total);
+        lse[(b * H + h) * n_tokens + n] = top + std::log(total);
       }
     }
   }
 }
 
-// Fused backward: per segment, recomputes P from the saved log-sum-exp over the region, dP from
-// dout and the region's values, then dS = P (dP - delta); dV, dK and dQ follow as axpys. Work is
-// split by (batch, head), so one thread owns the dk, dv and bias gradient it writes.
-// kt, vt: k and v transposed to [B, H, D, N]; dk, dv: accumulation buffers ([B, N, H, D]);
-// drpb: [B, H, prod(2K-1)].
+// Fused backward from the saved log-sum-exp: per query, P and dP = dO . V over its window by
+// the forward's vector blocks, dS = P (dP - delta), then dQ gathered from the keys and dK, dV
+// scattered to them. Work is split by (batch, head), so a thread owns the dk, dv and bias
+// gradient it writes. All inputs heads-last in A; dk, dv accumulate in A; drpb is [B, H, bias_size].
 template <int R, typename T, typename A>
-void fused_backward(const Geometry<R>& g, const Shape& s, const T* q, const A* kt, const A* vt,
-                    const T* k, const T* rpb, const T* out, const T* dout, const A* lse, T* dq,
-                    A* dk, A* dv, A* drpb, A scale) {
+void fused_backward(const Geometry<R>& g, const Shape& s, const A* q, const A* k, const A* v,
+                    const A* rpb, const A* out, const A* dout, const A* lse, T* dq, A* dk, A* dv,
+                    A* drpb, A scale) {
+  constexpr int W = simd::kWidth<A>;
+  using Vec = simd::Vec<A>;
   const int64_t n_tokens = g.tokens, H = s.heads, D = s.dim, Dv = s.dim_v;
   const Axis& last = g.axes[R - 1];
-  const auto parts = segments(g);
+  const int64_t length = last.length, lines = n_tokens / length, padded = n_tokens + W;
+  const int64_t rpb_row = g.bias_size + kBiasPad;
+  static_assert(kBiasPad >= W, "bias rows need a full vector of tail");
+  const auto position = line_positions(last);
+  const std::vector<A> kp = pack(g, s, k, D, position), vp = pack(g, s, v, Dv, position);
 #pragma omp parallel
   {
-    SegmentRegion<R> reg(g.window_keys);
-    std::vector<A> kloc, vloc, probs, dprobs, dqs;
-    std::array<A, kSegment> delta;
+    Scratch<A> sc(D, Dv);
+    LineRows<R> rows;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t bh = 0; bh < s.batch * H; ++bh) {
-      const int64_t b = bh / H, h = bh % H;
-      for (const Segment& seg : parts) {
-        reg.build(g, seg);
-        const int64_t rk = reg.padded(), row0 = (b * n_tokens + seg.first_query) * H + h;
-        const int64_t row_stride = seg.step * H;  // between the segment's queries, in rows
-        gather_region(reg, kt + bh * D * n_tokens, D, n_tokens, last.dilation, kloc);
-        gather_region(reg, vt + bh * Dv * n_tokens, Dv, n_tokens, last.dilation, vloc);
-        rows_times_block(q + row0 * D, row_stride * D, seg.count, scale, kloc, D, rk, probs);
-        rows_times_block(dout + row0 * Dv, row_stride * Dv, seg.count, A(1), vloc, Dv, rk, dprobs);
-        for (int64_t i = 0; i < seg.count; ++i) {
-          const int64_t n = seg.first_query + i * seg.step, row = row0 + i * row_stride;
-          delta[i] = 0;
-          for (int64_t d = 0; d < Dv; ++d)
-            delta[i] += static_cast<A>(dout[row * Dv + d]) * static_cast<A>(out[row * Dv + d]);
-          const A m = lse[bh * n_tokens + n];
-          const int64_t offset = reg.offset(i, last.dilation), cols = reg.lasts[i].count;
-          const int64_t shift = reg.lasts[i].bias0 - reg.lasts[0].bias0;
-          A* pi = probs.data() + i * rk;
-          A* dpi = dprobs.data() + i * rk;
-          for (int64_t r = 0; r < reg.rows; ++r) {
-            // Outside the window P is zero; inside, P and dS = P (dP - delta).
-            const int64_t begin = r * reg.width + offset, end = begin + cols;
-            for (int64_t j = r * reg.width; j < (r + 1) * reg.width; ++j) {
-              if (j < begin || j >= end) {
-                pi[j] = dpi[j] = 0;
-                continue;
+      const int64_t b = bh / H, h = bh % H, head = b * n_tokens * H + h;
+      const A* keys = kp.data() + bh * D * padded;
+      const A* values = vp.data() + bh * Dv * padded;
+      const A* bias = rpb ? rpb + h * rpb_row : nullptr;
+      for (int64_t line = 0; line < lines; ++line) {
+        rows.build(g, line);
+        const int64_t n_rows = static_cast<int64_t>(rows.token.size());
+        for (int64_t x = 0; x < length; ++x) {
+          const int64_t n = line * length + x, row = (b * n_tokens + n) * H + h;
+          const QueryWindow qw = query_window<A>(last, position, x, n_rows);
+          A delta = 0;
+          for (int64_t d = 0; d < Dv; ++d) delta += dout[row * Dv + d] * out[row * Dv + d];
+          for (int64_t d = 0; d < D; ++d) sc.x[d] = scale * q[row * D + d];
+          std::fill(sc.acc.begin(), sc.acc.begin() + D, A(0));
+          const A top = lse[bh * n_tokens + n];
+          const A* dout_row = dout + row * Dv;
+          for (int64_t j0 = 0; j0 < qw.vectors; j0 += kBlock) {
+            const Block<A, R> blk(qw, j0, rows, last.dilation, keys, values);
+            Vec score[kBlock], dprob[kBlock];
+            dots(blk.count, sc.x.data(), D, blk.keys.data(), padded, score);
+            dots(blk.count, dout_row, Dv, blk.values.data(), padded, dprob);
+            int64_t m = 0;
+            for (int j = 0; j < blk.count; ++j) {
+              if (bias) score[j] += simd::load(bias + blk.bias[j]);
+              const auto valid_lanes = simd::first_lanes<A>(blk.valid[j]);
+              const Vec p = valid_lanes ? simd::exp(score[j] - top) : Vec{};
+              const Vec ds = valid_lanes ? p * (dprob[j] - delta) : Vec{};
+              simd::store(sc.w.data() + m, p);
+              simd::store(sc.w2.data() + m, ds);
+              for (int64_t t = 0; t < blk.valid[j]; ++t) {
+                const int64_t key = head + (blk.token[j] + t * last.dilation) * H;
+                sc.rows[m + t] = k + key * D;
+                sc.rows2[m + t] = dk + key * D;
+                sc.rows3[m + t] = dv + key * Dv;
+                if (drpb) drpb[bh * g.bias_size + blk.bias[j] + t] += sc.w2[m + t];
               }
-              A x = pi[j];
-              const int64_t bias_index = reg.bias[r * reg.lasts[0].count] + shift + (j - begin);
-              if (rpb) x += static_cast<A>(rpb[h * g.bias_size + bias_index]);
-              pi[j] = std::exp(x - m);
-              dpi[j] = pi[j] * (dpi[j] - delta[i]);
-              if (drpb) drpb[bh * g.bias_size + bias_index] += dpi[j];
+              m += blk.valid[j];
             }
+            gather_axpy(sc.acc.data(), D, sc.w2.data(), sc.rows.data(), m);
+            scatter_axpy(sc.rows2.data(), sc.w2.data(), m, sc.x.data(), D);
+            scatter_axpy(sc.rows3.data(), sc.w.data(), m, dout_row, Dv);
           }
+          for (int64_t d = 0; d < D; ++d) dq[row * D + d] = static_cast<T>(scale * sc.acc[d]);
         }
-        // dV_j += sum_i P_ij dO_i and dK_j += scale sum_i dS_ij q_i with the queries outside, so
-        // that consecutive updates go to different keys; dQ_i = scale sum_j dS_ij k_j with the
-        // keys outside, so that they go to different queries.
-        for (int64_t i = 0; i < seg.count; ++i) {
-          const int64_t row = row0 + i * row_stride;
-          const int64_t offset = reg.offset(i, last.dilation), cols = reg.lasts[i].count;
-          for (int64_t r = 0; r < reg.rows; ++r) {
-            for (int64_t j = r * reg.width + offset; j < r * reg.width + offset + cols; ++j) {
-              const int64_t key = (b * n_tokens + reg.tokens[j]) * H + h;
-              axpy(dv + key * Dv, probs[i * rk + j], dout + row * Dv, Dv);
-              axpy(dk + key * D, scale * dprobs[i * rk + j], q + row * D, D);
-            }
-          }
-        }
-        dqs.assign(seg.count * D, A(0));
-        for (int64_t j = 0; j < reg.size(); ++j) {
-          const T* kj = k + ((b * n_tokens + reg.tokens[j]) * H + h) * D;
-          for (int64_t i = 0; i < seg.count; ++i) axpy(dqs.data() + i * D, dprobs[i * rk + j], kj, D);
-        }
-        for (int64_t i = 0; i < seg.count; ++i)
-          for (int64_t d = 0; d < D; ++d)
-            dq[(row0 + i * row_stride) * D + d] = static_cast<T>(scale * dqs[i * D + d]);
       }
     }
   }

@@ -116,7 +116,7 @@ def test_a_failed_build_makes_natten_unavailable_and_others_still_run(monkeypatc
 @pytest.mark.parametrize("head_dim", [16, 32, 64])
 @pytest.mark.parametrize("features", FEATURES[::2], ids=lambda f: f"r{f[0]}-{f[1]}-k{f[2]}")
 def test_vector_width_head_dims_match_reference_float64(features, head_dim):
-    """Head dims that are multiples of 16 take the register-blocked paths."""
+    """Head dims of whole vectors (and more than eight of them) take the register-blocked paths."""
     case = _case(*features, head_dim=head_dim).with_(dtype="float64", pass_="fwdbwd")
     inputs = make_inputs(case, requires_grad=True)
     out, grads = _forward_and_grads("natten", case, inputs)
@@ -124,3 +124,25 @@ def test_vector_width_head_dims_match_reference_float64(features, head_dim):
     torch.testing.assert_close(out, ref_out, atol=1e-10, rtol=1e-9)
     for got, expected in zip(grads, ref_grads):
         torch.testing.assert_close(got, expected, atol=1e-10, rtol=1e-9)
+
+
+@pytest.mark.parametrize("head_dim", [32, 44])
+@pytest.mark.parametrize("kernel,dilation,causal", [(13, 1, False), (9, 2, False), (11, 1, True)])
+def test_windows_of_many_vector_blocks_match_reference_fp32(kernel, dilation, causal, head_dim):
+    """Windows wider than one vector and longer than one block of vectors, where the online
+    softmax rescales earlier blocks; large logits make a wrong rescale show."""
+    case = Case.build(2, 1, 2, head_dim, 28, kernel, dilation, is_causal=causal, rpb=not causal,
+                      pass_="fwdbwd")
+    q, k, v, rpb = make_inputs(case, seed=3)
+    q = (q * 4).requires_grad_()
+    k, v = k.requires_grad_(), v.requires_grad_()
+    rpb = rpb.requires_grad_() if rpb is not None else None
+    out, grads = _forward_and_grads("natten", case, (q, k, v, rpb))
+    expected = reference_output(case, q.detach(), k.detach(), v.detach(),
+                                rpb.detach() if rpb is not None else None)
+    assert (out.double() - expected).abs().max().item() <= tolerance("float32")
+    wide = tuple(t.detach().double().requires_grad_() if t is not None else None
+                 for t in (q, k, v, rpb))
+    _, ref_grads = _forward_and_grads("reference", case.with_(dtype="float64"), wide)
+    for got, want in zip(grads, ref_grads):
+        assert (got.double() - want).abs().max().item() <= 10 * tolerance("float32")
