@@ -215,8 +215,8 @@ def gate(baseline, current, thresholds: Thresholds, normalize: bool = False,
 
 def merge_repeats(repeats: list) -> tuple[dict, list[dict], list[dict]]:
     """(header, calibrations, rows) of a baseline from several runs of one suite: per row the
-    samples of every repeat pooled, the CI spanning the repeats' CIs, and `repeat_medians_ms`
-    (the spread the gate uses as the row's noise floor)."""
+    samples of every repeat pooled (one weight per repeat), the CI spanning the repeats' CIs,
+    and `repeat_medians_ms` (the spread the gate uses as the row's noise floor)."""
     first = repeats[0]
     rows = []
     for row in first.rows:
@@ -225,7 +225,7 @@ def merge_repeats(repeats: list) -> tuple[dict, list[dict], list[dict]]:
         merged = dict(row)
         if all(r["status"] == "ok" for r in same) and len(same) == len(repeats):
             ci = (min(r["latency_ms_ci_low"] for r in same) * 1e-3, max(r["latency_ms_ci_high"] for r in same) * 1e-3)
-            merged.update(latency_fields([s for r in same for s in r["samples_s"]], ci),
+            merged.update(latency_fields([r["samples_s"] for r in same], ci),
                           repeat_medians_ms=[r["latency_ms_median"] for r in same],
                           peak_memory_bytes=max(r["peak_memory_bytes"] for r in same))
             merged["tflops"] = merged["flops"] / (merged["latency_ms_median"] * 1e-3) / 1e12

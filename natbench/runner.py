@@ -169,7 +169,7 @@ def _measure(case: Case, backend, context: RunContext, timed: bool) -> dict:
     # sample as a timeout instead of being sampled.
     probe = sampler(1)[0]
     if probe > policy.max_time_s:
-        result.update(_timing_fields([probe], "timeout", case, backend.op, context))
+        result.update(_timing_fields([[probe]], "timeout", case, backend.op, context))
         result.update(status="timeout", reason=f"one call took {probe:.2f} s, over the "
                       f"{policy.max_time_s:g} s budget; raise --max-time to measure it fully")
         return result
@@ -202,9 +202,11 @@ def _no_grad(fn):
 def merge_rounds(rounds: list[dict], context: RunContext) -> dict:
     """The result row of a pair from its rounds (the first carries checks and memory).
 
-    The median and percentiles come from all samples pooled; the 95% CI spans every round's own
-    CI of its median, so drift of the machine between rounds (minutes apart) widens it instead
-    of hiding behind many correlated samples.
+    The median and percentiles come from the rounds' samples pooled with one weight per round
+    (stats.equal_weight: a noisy round, which the adaptive sampler keeps sampling, does not
+    outvote the others); the 95% CI spans every round's own CI of its median, so drift of the
+    machine between rounds (minutes apart) widens it instead of hiding behind many correlated
+    samples.
     """
     first = rounds[0]
     row = {k: v for k, v in first.items() if k != "round"}
@@ -215,7 +217,7 @@ def merge_rounds(rounds: list[dict], context: RunContext) -> dict:
     if failed:
         return {**row, "status": failed[0]["status"], "reason": failed[0]["reason"]}
     case = Case.from_record(first)
-    samples = [s for r in rounds for s in r["samples_s"]]
+    samples = [r["samples_s"] for r in rounds]
     intervals = [median_ci(r["samples_s"]) for r in rounds]
     ci = (min(low for low, _ in intervals), max(high for _, high in intervals))
     stop = ",".join(sorted({r["stop"] for r in rounds}))
@@ -225,7 +227,7 @@ def merge_rounds(rounds: list[dict], context: RunContext) -> dict:
     return row
 
 
-def _timing_fields(samples, stop: str, case: Case, op: str, context: RunContext,
+def _timing_fields(samples: list[list[float]], stop: str, case: Case, op: str, context: RunContext,
                    ci: tuple[float, float] | None = None) -> dict:
     fields = latency_fields(samples, ci)
     flops = case.flops(op)

@@ -74,13 +74,24 @@ def summarize(samples: Sequence[float], confidence: float = 0.95) -> Summary:
                    ci_low=ci_low, ci_high=ci_high)
 
 
-def latency_fields(samples: Sequence[float], ci: tuple[float, float] | None = None) -> dict:
-    """The latency fields of a result row from its samples (seconds): counts, summary in ms, and
+def equal_weight(groups: Sequence[Sequence[float]]) -> list[float]:
+    """Pool groups of samples (rounds, repeats) with one weight per group: each group is thinned
+    to the smallest group's size by its own quantiles at (i + 0.5) / m. The adaptive sampler takes
+    more samples exactly when the machine is noisy, so pooling raw samples would let the noisiest
+    round decide the median."""
+    size = min(len(g) for g in groups)
+    return [quantile(g, (i + 0.5) / size) for g in groups for i in range(size)]
+
+
+def latency_fields(groups: Sequence[Sequence[float]], ci: tuple[float, float] | None = None) -> dict:
+    """The latency fields of a result row from its samples (seconds), in one group per round or
+    repeat: counts and every raw sample, the summary in ms with each group weighted equally, and
     the 95% CI of the median (its own, or `ci` when the caller spans rounds or repeats)."""
-    summary = summarize(samples)
+    raw = [s for g in groups for s in g]
+    summary = summarize(equal_weight(groups) if len(groups) > 1 else raw)
     ci_low, ci_high = ci or (summary.ci_low, summary.ci_high)
     return {
-        "samples": summary.n, "samples_s": list(samples),
+        "samples": len(raw), "samples_s": raw,
         "latency_ms_median": summary.median * 1e3, "latency_ms_mean": summary.mean * 1e3,
         "latency_ms_min": summary.min * 1e3, "latency_ms_p10": summary.p10 * 1e3,
         "latency_ms_p90": summary.p90 * 1e3, "latency_ms_iqr": summary.iqr * 1e3,

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from natbench.stats import median_ci, quantile, summarize
+from natbench.stats import equal_weight, median_ci, quantile, summarize
 
 
 def test_quantile_interpolates_like_numpy():
@@ -35,3 +35,15 @@ def test_summarize_reports_every_field():
     assert s.ci_low <= s.median <= s.ci_high
     assert s.p10 <= s.median <= s.p90 and s.iqr > 0
     assert s.relative_ci == pytest.approx((s.ci_high - s.ci_low) / 2 / s.median)
+
+
+def test_equal_weight_gives_every_group_the_smallest_groups_size():
+    rng = random.Random(5)
+    big = [rng.gauss(10, 1) for _ in range(500)]
+    small = [rng.gauss(20, 1) for _ in range(20)]
+    pooled = equal_weight([big, small])
+    assert len(pooled) == 40
+    # half the pool from each group: the median falls between them, not inside the big one
+    assert sum(x < 15 for x in pooled) == 20
+    # a group is represented by its own quantiles: its median survives the thinning
+    assert abs(quantile(pooled[:20], 0.5) - quantile(big, 0.5)) < 0.2

@@ -99,3 +99,9 @@ def test_merge_rounds_pools_samples_and_spans_every_rounds_ci():
     assert row["round_medians_ms"] == [1000.0, 1200.0, 1100.0]
     failed = merge_rounds([first, {**later[0], "status": "error", "reason": "boom"}], RunContext(TimingPolicy()))
     assert failed["status"] == "error" and failed["reason"] == "boom"
+    # a noisy round that the sampler kept sampling (ten times the samples) does not outvote two
+    # quiet ones: the median sits in the quiet rounds, every raw sample is kept
+    noisy = {**first, "samples_s": [3.0 + 0.01 * (i % 7) for i in range(60)]}
+    row = merge_rounds([noisy, *later], RunContext(TimingPolicy()))
+    assert row["samples"] == 72 and len(row["samples_s"]) == 72
+    assert 1.1e3 <= row["latency_ms_median"] <= 1.23e3
