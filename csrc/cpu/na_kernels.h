@@ -11,6 +11,7 @@
 #include <array>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include "../include/na_geometry.h"
@@ -61,19 +62,43 @@ inline std::vector<int64_t> line_positions(const Axis& last) {
 }
 
 // x: heads-last [B, N, H, dim] -> [B, H, dim, P], P = N + W (a zero tail for full-width loads).
+// Consecutive members of a dilation group are consecutive in P, so W of them and W dims are
+// moved as one register transpose; the ragged edges go one value at a time.
 template <int R, typename A>
-std::vector<A> pack(const Geometry<R>& g, const Shape& s, const A* x, int64_t dim,
-                    const std::vector<int64_t>& position) {
-  const int64_t n_tokens = g.tokens, length = g.axes[R - 1].length, H = s.heads;
-  const int64_t padded = n_tokens + simd::kWidth<A>, lines = n_tokens / length;
-  std::vector<A> out(s.batch * H * dim * padded, A(0));
+std::unique_ptr<A[]> pack(const Geometry<R>& g, const Shape& s, const A* x, int64_t dim,
+                          const std::vector<int64_t>& position) {
+  constexpr int W = simd::kWidth<A>;
+  const Axis& last = g.axes[R - 1];
+  const int64_t n_tokens = g.tokens, length = last.length, H = s.heads;
+  const int64_t padded = n_tokens + W, lines = n_tokens / length, token = H * dim;
+  std::unique_ptr<A[]> out(new A[s.batch * H * dim * padded]);
 #pragma omp parallel for schedule(static)
   for (int64_t item = 0; item < s.batch * H * lines; ++item) {
     const int64_t b = item / (H * lines), h = (item / lines) % H, line = item % lines;
-    A* dst = out.data() + (b * H + h) * dim * padded + line * length;
-    for (int64_t c = 0; c < length; ++c) {
-      const A* src = x + ((b * n_tokens + line * length + c) * H + h) * dim;
-      for (int64_t d = 0; d < dim; ++d) dst[d * padded + position[c]] = src[d];
+    A* dst = out.get() + (b * H + h) * dim * padded;
+    const A* src = x + ((b * n_tokens + line * length) * H + h) * dim;
+    if (line == lines - 1)
+      for (int64_t d = 0; d < dim; ++d) std::fill(dst + d * padded + n_tokens, dst + (d + 1) * padded, A(0));
+    dst += line * length;
+    for (int64_t group = 0; group < std::min(last.dilation, length); ++group) {
+      const int64_t members = (length - group + last.dilation - 1) / last.dilation;
+      const int64_t step = last.dilation * token, first = position[group];
+      int64_t i = 0;
+      for (; i + W <= members; i += W) {
+        const A* from = src + (group + i * last.dilation) * token;
+        int64_t d = 0;
+        for (; d + W <= dim; d += W) {
+          simd::Vec<A> r[W];
+          for (int t = 0; t < W; ++t) r[t] = simd::load(from + t * step + d);
+          simd::transpose(r);
+          for (int t = 0; t < W; ++t) simd::store(dst + (d + t) * padded + first + i, r[t]);
+        }
+        for (; d < dim; ++d)
+          for (int t = 0; t < W; ++t) dst[d * padded + first + i + t] = from[t * step + d];
+      }
+      for (; i < members; ++i)
+        for (int64_t d = 0; d < dim; ++d)
+          dst[d * padded + first + i] = src[(group + i * last.dilation) * token + d];
     }
   }
   return out;
@@ -169,101 +194,138 @@ inline void dots(const A* x, int64_t dim, const A* const* at, int64_t stride, si
   for (int j = 0; j < G; ++j) acc[j] = sum[j];
 }
 
-template <typename A>
-inline void dots(int count, const A* x, int64_t dim, const A* const* at, int64_t stride,
-                 simd::Vec<A>* acc) {
+// Calls fn(std::integral_constant<int, G>{}) with G = count in [1, kBlock]: a block's vectors
+// then stay in registers and the loops over them unroll.
+template <typename Fn>
+inline void with_count(int count, Fn&& fn) {
+  static_assert(kBlock == 8, "one case per block size");
   switch (count) {
-    case 1: return dots<1>(x, dim, at, stride, acc);
-    case 2: return dots<2>(x, dim, at, stride, acc);
-    case 3: return dots<3>(x, dim, at, stride, acc);
-    case 4: return dots<4>(x, dim, at, stride, acc);
-    case 5: return dots<5>(x, dim, at, stride, acc);
-    case 6: return dots<6>(x, dim, at, stride, acc);
-    case 7: return dots<7>(x, dim, at, stride, acc);
-    default: return dots<kBlock>(x, dim, at, stride, acc);
+    case 1: return fn(std::integral_constant<int, 1>{});
+    case 2: return fn(std::integral_constant<int, 2>{});
+    case 3: return fn(std::integral_constant<int, 3>{});
+    case 4: return fn(std::integral_constant<int, 4>{});
+    case 5: return fn(std::integral_constant<int, 5>{});
+    case 6: return fn(std::integral_constant<int, 6>{});
+    case 7: return fn(std::integral_constant<int, 7>{});
+    default: return fn(std::integral_constant<int, 8>{});
   }
 }
 
-// Calls fn(offset, std::integral_constant<int, V>) over [0, dim) in pieces of V <= 8 vectors,
-// then fn(offset, 0) for a scalar tail: kernels over a row keep V vectors in registers.
+// Calls fn(offset, std::integral_constant<int, V>, vector) over [0, dim): pieces of V <= 8 wide
+// vectors, then one 32-byte vector where the rest still holds one (wide vectors are wider), then
+// V = 0 for a scalar tail. The vector argument is a zero of the type to use: kernels over a row
+// keep V such vectors in registers.
 template <typename A, typename Fn>
 inline void vector_pieces(int64_t dim, Fn&& fn) {
-  constexpr int W = simd::kWidth<A>;
+  constexpr int W = simd::kWideWidth<A>, N = simd::kWidth<A>;
+  const simd::Wide<A> wide{};
   int64_t d = 0;
-  for (; d + 8 * W <= dim; d += 8 * W) fn(d, std::integral_constant<int, 8>{});
+  for (; d + 8 * W <= dim; d += 8 * W) fn(d, std::integral_constant<int, 8>{}, wide);
   switch ((dim - d) / W) {
-    case 7: fn(d, std::integral_constant<int, 7>{}); break;
-    case 6: fn(d, std::integral_constant<int, 6>{}); break;
-    case 5: fn(d, std::integral_constant<int, 5>{}); break;
-    case 4: fn(d, std::integral_constant<int, 4>{}); break;
-    case 3: fn(d, std::integral_constant<int, 3>{}); break;
-    case 2: fn(d, std::integral_constant<int, 2>{}); break;
-    case 1: fn(d, std::integral_constant<int, 1>{}); break;
+    case 7: fn(d, std::integral_constant<int, 7>{}, wide); break;
+    case 6: fn(d, std::integral_constant<int, 6>{}, wide); break;
+    case 5: fn(d, std::integral_constant<int, 5>{}, wide); break;
+    case 4: fn(d, std::integral_constant<int, 4>{}, wide); break;
+    case 3: fn(d, std::integral_constant<int, 3>{}, wide); break;
+    case 2: fn(d, std::integral_constant<int, 2>{}, wide); break;
+    case 1: fn(d, std::integral_constant<int, 1>{}, wide); break;
     default: break;
   }
-  if (dim % W) fn(dim - dim % W, std::integral_constant<int, 0>{});
+  d = dim - dim % W;
+  if constexpr (W > N) {
+    if (dim - d >= N) fn(d, std::integral_constant<int, 1>{}, simd::Vec<A>{}), d += N;
+  }
+  if (d < dim) fn(d, std::integral_constant<int, 0>{}, simd::Vec<A>{});
 }
 
-// y[0:dim] += sum_e w[e] * rows[e][0:dim].
-template <typename A>
-inline void gather_axpy(A* y, int64_t dim, const A* w, const A* const* rows, int64_t n) {
-  constexpr int W = simd::kWidth<A>;
-  vector_pieces<A>(dim, [&](int64_t d0, auto pieces) {
+// A block's keys as runs: vector j of the block has blk.valid[j] keys, the t-th at row
+// (blk.token[j] + t * dilation) * row_stride of a heads-last tensor (base already at the head),
+// with weight w[j * kWidth + t]. The AV-like products walk these runs directly.
+
+// y[0:dim] += sum over the block's keys of weight * base[key row][0:dim].
+template <typename A, int R>
+inline void gather_block(A* y, int64_t dim, const A* w, const A* base, const Block<A, R>& blk,
+                         int64_t row_stride, int64_t dilation) {
+  constexpr int KW = simd::kWidth<A>;
+  const int64_t step = dilation * row_stride;
+  vector_pieces<A>(dim, [&](int64_t d0, auto pieces, auto vector) {
     constexpr int V = decltype(pieces)::value;
+    using Vt = decltype(vector);
+    constexpr int W = sizeof(Vt) / sizeof(A);
     if constexpr (V == 0) {
-      for (int64_t d = d0; d < dim; ++d)
-        for (int64_t e = 0; e < n; ++e) y[d] += w[e] * rows[e][d];
+      for (int j = 0; j < blk.count; ++j)
+        for (int64_t t = 0; t < blk.valid[j]; ++t) {
+          const A* r = base + blk.token[j] * row_stride + t * step;
+          for (int64_t d = d0; d < dim; ++d) y[d] += w[j * KW + t] * r[d];
+        }
     } else {
-      // Even and odd entries sum apart: 2V independent FMA chains hide the FMA latency.
-      simd::Vec<A> even[V], odd[V];
-      for (int j = 0; j < V; ++j) even[j] = simd::load(y + d0 + j * W), odd[j] = simd::Vec<A>{};
-      int64_t e = 0;
-      for (; e + 1 < n; e += 2) {
-        const simd::Vec<A> we = simd::splat(w[e]), wo = simd::splat(w[e + 1]);
-        for (int j = 0; j < V; ++j) {
-          even[j] += we * simd::load(rows[e] + d0 + j * W);
-          odd[j] += wo * simd::load(rows[e + 1] + d0 + j * W);
+      // Even and odd keys sum apart: 2V independent FMA chains hide the FMA latency.
+      Vt even[V], odd[V];
+      for (int i = 0; i < V; ++i) even[i] = simd::load<Vt>(y + d0 + i * W), odd[i] = Vt{};
+      for (int j = 0; j < blk.count; ++j) {
+        const A* r = base + blk.token[j] * row_stride + d0;
+        const A* wj = w + j * KW;
+        int64_t t = 0;
+        for (; t + 1 < blk.valid[j]; t += 2, r += 2 * step) {
+          const Vt we = simd::splat<Vt>(wj[t]), wo = simd::splat<Vt>(wj[t + 1]);
+          for (int i = 0; i < V; ++i) {
+            even[i] += we * simd::load<Vt>(r + i * W);
+            odd[i] += wo * simd::load<Vt>(r + step + i * W);
+          }
+        }
+        if (t < blk.valid[j]) {
+          const Vt we = simd::splat<Vt>(wj[t]);
+          for (int i = 0; i < V; ++i) even[i] += we * simd::load<Vt>(r + i * W);
         }
       }
-      if (e < n) {
-        const simd::Vec<A> we = simd::splat(w[e]);
-        for (int j = 0; j < V; ++j) even[j] += we * simd::load(rows[e] + d0 + j * W);
-      }
-      for (int j = 0; j < V; ++j) simd::store(y + d0 + j * W, even[j] + odd[j]);
+      for (int i = 0; i < V; ++i) simd::store(y + d0 + i * W, even[i] + odd[i]);
     }
   });
 }
 
-// rows[e][0:dim] += w[e] * x[0:dim] for every e.
-template <typename A>
-inline void scatter_axpy(A* const* rows, const A* w, int64_t n, const A* x, int64_t dim) {
-  constexpr int W = simd::kWidth<A>;
-  vector_pieces<A>(dim, [&](int64_t d0, auto pieces) {
+// base[key row][0:dim] += weight * x[0:dim] for every key of the block.
+template <typename A, int R>
+inline void scatter_block(A* base, int64_t row_stride, int64_t dilation, const Block<A, R>& blk,
+                          const A* w, const A* x, int64_t dim) {
+  constexpr int KW = simd::kWidth<A>;
+  const int64_t step = dilation * row_stride;
+  vector_pieces<A>(dim, [&](int64_t d0, auto pieces, auto vector) {
     constexpr int V = decltype(pieces)::value;
-    if constexpr (V == 0) {
-      for (int64_t e = 0; e < n; ++e)
-        for (int64_t d = d0; d < dim; ++d) rows[e][d] += w[e] * x[d];
-    } else {
-      simd::Vec<A> xs[V];
-      for (int j = 0; j < V; ++j) xs[j] = simd::load(x + d0 + j * W);
-      for (int64_t e = 0; e < n; ++e) {
-        const simd::Vec<A> we = simd::splat(w[e]);
-        for (int j = 0; j < V; ++j) simd::store(rows[e] + d0 + j * W, simd::load(rows[e] + d0 + j * W) + we * xs[j]);
+    using Vt = decltype(vector);
+    constexpr int W = sizeof(Vt) / sizeof(A);
+    Vt xs[V > 0 ? V : 1];
+    for (int i = 0; i < V; ++i) xs[i] = simd::load<Vt>(x + d0 + i * W);
+    for (int j = 0; j < blk.count; ++j) {
+      A* r = base + blk.token[j] * row_stride + d0;
+      for (int64_t t = 0; t < blk.valid[j]; ++t, r += step) {
+        const A wt = w[j * KW + t];
+        if constexpr (V == 0) {
+          for (int64_t d = 0; d < dim - d0; ++d) r[d] += wt * x[d0 + d];
+        } else {
+          const Vt we = simd::splat<Vt>(wt);
+          for (int i = 0; i < V; ++i) simd::store(r + i * W, simd::load<Vt>(r + i * W) + we * xs[i]);
+        }
       }
     }
   });
 }
 
-// Per-thread scratch of the fused kernels, sized once.
+// Asks for the cache lines of x[0:n] ahead of use (for writing when `write`); a hint, so reading
+// past the end of the tensor is harmless.
+template <typename T>
+inline void prefetch_row(const T* x, int64_t n, bool write) {
+  const char* p = reinterpret_cast<const char*>(x);
+  for (int64_t byte = 0; byte < n * static_cast<int64_t>(sizeof(T)); byte += 64)
+    write ? __builtin_prefetch(p + byte, 1) : __builtin_prefetch(p + byte, 0);
+}
+
+// Per-thread scratch of the fused kernels, sized once: the scaled query, the output or dQ
+// accumulator, and a block's weights (w) and score gradients (w2), kWidth per vector.
 template <typename A>
 struct Scratch {
-  static constexpr int64_t kKeys = kBlock * simd::kWidth<A>;
-  std::vector<A> x, y, acc;
-  std::array<A, kKeys + simd::kWidth<A>> w, w2;
-  std::array<const A*, kKeys> rows;
-  std::array<A*, kKeys> rows2, rows3;
-  std::array<int64_t, kKeys> bias;
-  Scratch(int64_t dim, int64_t dim_v) : x(dim), y(dim_v), acc(std::max(dim, dim_v)) {}
+  std::vector<A> x, acc;
+  std::array<A, kBlock * simd::kWidth<A>> w, w2;
+  Scratch(int64_t dim, int64_t dim_v) : x(dim), acc(std::max(dim, dim_v)) {}
 };
 
 // Fused forward. q, k, v are heads-last in the accumulation type A; rpb is the bias table
@@ -277,10 +339,10 @@ void fused_forward(const Geometry<R>& g, const Shape& s, const A* q, const A* k,
   const Axis& last = g.axes[R - 1];
   const int64_t length = last.length, lines = n_tokens / length;
   const int64_t chunks = (length + kLineChunk - 1) / kLineChunk, padded = n_tokens + W;
-  const int64_t rpb_row = g.bias_size + kBiasPad, key_step = last.dilation * H * Dv;
+  const int64_t rpb_row = g.bias_size + kBiasPad;
   static_assert(kBiasPad >= W, "bias rows need a full vector of tail");
   const auto position = line_positions(last);
-  const std::vector<A> kp = pack(g, s, k, D, position);
+  const auto kp = pack(g, s, k, D, position);
 #pragma omp parallel
   {
     Scratch<A> sc(D, Dv);
@@ -293,48 +355,51 @@ void fused_forward(const Geometry<R>& g, const Shape& s, const A* q, const A* k,
       const int64_t x0 = (work / H) % chunks * kLineChunk, h = work % H;
       if (line != built) rows.build(g, line), built = line;
       const int64_t n_rows = static_cast<int64_t>(rows.token.size());
-      const A* keys = kp.data() + (b * H + h) * D * padded;
+      const A* keys = kp.get() + (b * H + h) * D * padded;
       const A* values = v + (b * n_tokens * H + h) * Dv;
       const A* bias = rpb ? rpb + h * rpb_row : nullptr;
       for (int64_t x = x0; x < std::min(length, x0 + kLineChunk); ++x) {
         const int64_t n = line * length + x, row = (b * n_tokens + n) * H + h;
         const QueryWindow qw = query_window<A>(last, position, x, n_rows);
+        // The next query's row and output (a head's rows are H rows apart: no stream to prefetch).
+        prefetch_row(q + (row + H) * D, D, false);
+        prefetch_row(out + (row + H) * Dv, Dv, true);
         for (int64_t d = 0; d < D; ++d) sc.x[d] = scale * q[row * D + d];
-        std::fill(sc.y.begin(), sc.y.end(), A(0));
+        std::fill(sc.acc.begin(), sc.acc.begin() + Dv, A(0));
         A top = -std::numeric_limits<A>::infinity();
         Vec sums{};
         for (int64_t j0 = 0; j0 < qw.vectors; j0 += kBlock) {
           const Block<A, R> blk(qw, j0, rows, last.dilation, keys, nullptr);
-          Vec score[kBlock];
-          dots(blk.count, sc.x.data(), D, blk.keys.data(), padded, score);
-          const Vec none = simd::splat(-std::numeric_limits<A>::infinity());
-          Vec tops = none;
-          for (int j = 0; j < blk.count; ++j) {
-            if (bias) score[j] += simd::load(bias + blk.bias[j]);
-            score[j] = simd::first_lanes<A>(blk.valid[j]) ? score[j] : none;
-            tops = score[j] > tops ? score[j] : tops;
-          }
-          const A block_top = simd::max_lane(tops);
-          if (block_top > top) {  // online softmax: rescale what the earlier blocks summed
-            const A factor = j0 > 0 ? std::exp(top - block_top) : A(0);
-            for (int64_t d = 0; d < Dv; ++d) sc.y[d] *= factor;
-            sums *= factor;
-            top = block_top;
-          }
-          int64_t m = 0;
-          for (int j = 0; j < blk.count; ++j) {
-            const Vec p = simd::exp(score[j] - top);
-            sums += p;
-            simd::store(sc.w.data() + m, p);
-            const A* first = values + blk.token[j] * H * Dv;
-            for (int64_t t = 0; t < blk.valid[j]; ++t) sc.rows[m + t] = first + t * key_step;
-            m += blk.valid[j];
-          }
-          gather_axpy(sc.y.data(), Dv, sc.w.data(), sc.rows.data(), m);
+          with_count(blk.count, [&](auto count) {
+            constexpr int G = decltype(count)::value;
+            Vec score[G];
+            dots<G>(sc.x.data(), D, blk.keys.data(), padded, score);
+            const Vec none = simd::splat(-std::numeric_limits<A>::infinity());
+            Vec tops = none;
+            for (int j = 0; j < G; ++j) {
+              if (bias) score[j] += simd::load(bias + blk.bias[j]);
+              score[j] = simd::first_lanes<A>(blk.valid[j]) ? score[j] : none;
+              tops = score[j] > tops ? score[j] : tops;
+            }
+            const A block_top = simd::max_lane(tops);
+            if (block_top > top) {  // online softmax: rescale what the earlier blocks summed
+              const A factor = j0 > 0 ? std::exp(top - block_top) : A(0);
+              for (int64_t d = 0; d < Dv; ++d) sc.acc[d] *= factor;
+              sums *= factor;
+              top = block_top;
+            }
+            for (int j = 0; j < G; ++j) {
+              const Vec p = simd::exp(score[j] - top);
+              sums += p;
+              simd::store(sc.w.data() + j * W, p);
+            }
+          });
+          gather_block(sc.acc.data(), Dv, sc.w.data(), values, blk, H * Dv, last.dilation);
         }
         const A total = simd::sum_lanes(sums);
         T* o = out + row * Dv;
-        for (int64_t d = 0; d < Dv; ++d) o[d] = static_cast<T>(sc.y[d] / total);
+        const A inverse = A(1) / total;
+        for (int64_t d = 0; d < Dv; ++d) o[d] = static_cast<T>(sc.acc[d] * inverse);
         lse[(b * H + h) * n_tokens + n] = top + std::log(total);
       }
     }
@@ -357,7 +422,7 @@ void fused_backward(const Geometry<R>& g, const Shape& s, const A* q, const A* k
   const int64_t rpb_row = g.bias_size + kBiasPad;
   static_assert(kBiasPad >= W, "bias rows need a full vector of tail");
   const auto position = line_positions(last);
-  const std::vector<A> kp = pack(g, s, k, D, position), vp = pack(g, s, v, Dv, position);
+  const auto kp = pack(g, s, k, D, position), vp = pack(g, s, v, Dv, position);
 #pragma omp parallel
   {
     Scratch<A> sc(D, Dv);
@@ -365,8 +430,8 @@ void fused_backward(const Geometry<R>& g, const Shape& s, const A* q, const A* k
 #pragma omp for schedule(dynamic, 1)
     for (int64_t bh = 0; bh < s.batch * H; ++bh) {
       const int64_t b = bh / H, h = bh % H, head = b * n_tokens * H + h;
-      const A* keys = kp.data() + bh * D * padded;
-      const A* values = vp.data() + bh * Dv * padded;
+      const A* keys = kp.get() + bh * D * padded;
+      const A* values = vp.get() + bh * Dv * padded;
       const A* bias = rpb ? rpb + h * rpb_row : nullptr;
       for (int64_t line = 0; line < lines; ++line) {
         rows.build(g, line);
@@ -382,29 +447,26 @@ void fused_backward(const Geometry<R>& g, const Shape& s, const A* q, const A* k
           const A* dout_row = dout + row * Dv;
           for (int64_t j0 = 0; j0 < qw.vectors; j0 += kBlock) {
             const Block<A, R> blk(qw, j0, rows, last.dilation, keys, values);
-            Vec score[kBlock], dprob[kBlock];
-            dots(blk.count, sc.x.data(), D, blk.keys.data(), padded, score);
-            dots(blk.count, dout_row, Dv, blk.values.data(), padded, dprob);
-            int64_t m = 0;
-            for (int j = 0; j < blk.count; ++j) {
-              if (bias) score[j] += simd::load(bias + blk.bias[j]);
-              const auto valid_lanes = simd::first_lanes<A>(blk.valid[j]);
-              const Vec p = valid_lanes ? simd::exp(score[j] - top) : Vec{};
-              const Vec ds = valid_lanes ? p * (dprob[j] - delta) : Vec{};
-              simd::store(sc.w.data() + m, p);
-              simd::store(sc.w2.data() + m, ds);
-              for (int64_t t = 0; t < blk.valid[j]; ++t) {
-                const int64_t key = head + (blk.token[j] + t * last.dilation) * H;
-                sc.rows[m + t] = k + key * D;
-                sc.rows2[m + t] = dk + key * D;
-                sc.rows3[m + t] = dv + key * Dv;
-                if (drpb) drpb[bh * g.bias_size + blk.bias[j] + t] += sc.w2[m + t];
+            with_count(blk.count, [&](auto count) {
+              constexpr int G = decltype(count)::value;
+              Vec score[G], dprob[G];
+              dots<G>(sc.x.data(), D, blk.keys.data(), padded, score);
+              dots<G>(dout_row, Dv, blk.values.data(), padded, dprob);
+              for (int j = 0; j < G; ++j) {
+                if (bias) score[j] += simd::load(bias + blk.bias[j]);
+                const auto valid_lanes = simd::first_lanes<A>(blk.valid[j]);
+                const Vec p = valid_lanes ? simd::exp(score[j] - top) : Vec{};
+                const Vec ds = valid_lanes ? p * (dprob[j] - delta) : Vec{};
+                simd::store(sc.w.data() + j * W, p);
+                simd::store(sc.w2.data() + j * W, ds);
+                if (drpb)
+                  for (int64_t t = 0; t < blk.valid[j]; ++t)
+                    drpb[bh * g.bias_size + blk.bias[j] + t] += sc.w2[j * W + t];
               }
-              m += blk.valid[j];
-            }
-            gather_axpy(sc.acc.data(), D, sc.w2.data(), sc.rows.data(), m);
-            scatter_axpy(sc.rows2.data(), sc.w2.data(), m, sc.x.data(), D);
-            scatter_axpy(sc.rows3.data(), sc.w.data(), m, dout_row, Dv);
+            });
+            gather_block(sc.acc.data(), D, sc.w2.data(), k + head * D, blk, H * D, last.dilation);
+            scatter_block(dk + head * D, H * D, last.dilation, blk, sc.w2.data(), sc.x.data(), D);
+            scatter_block(dv + head * Dv, H * Dv, last.dilation, blk, sc.w.data(), dout_row, Dv);
           }
           for (int64_t d = 0; d < D; ++d) dq[row * D + d] = static_cast<T>(scale * sc.acc[d]);
         }

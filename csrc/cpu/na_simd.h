@@ -1,5 +1,5 @@
-// 32-byte vectors for the CPU kernels, written with GCC/Clang vector extensions: the compiler
-// emits AVX2/AVX-512VL code under -march=native and splits into narrower registers elsewhere.
+// Vectors for the CPU kernels, written with GCC/Clang vector extensions: the compiler emits
+// AVX2/AVX-512 code under -march=native and splits into narrower registers elsewhere.
 #pragma once
 
 #include <cmath>
@@ -10,47 +10,50 @@
 namespace natbench {
 namespace simd {
 
-template <typename A>
-struct Lanes;
+// Two widths: Vec (32 bytes) runs across keys, where a window row of K <= 8 keys already fills
+// most of it; Wide (64 bytes where AVX-512 is the target, else 32) runs along the head dim.
+#if defined(__AVX512F__)
+constexpr int kWideBytes = 64;
+#else
+constexpr int kWideBytes = 32;
+#endif
 
-template <>
-struct Lanes<float> {
-  typedef float V __attribute__((vector_size(32)));
-  typedef int32_t I;
-  typedef I M __attribute__((vector_size(32)));
-  static constexpr int W = 8;
-};
-
-template <>
-struct Lanes<double> {
-  typedef double V __attribute__((vector_size(32)));
-  typedef int64_t I;
-  typedef I M __attribute__((vector_size(32)));
-  static constexpr int W = 4;
+template <typename A, int Bytes>
+struct Lanes {
+  typedef A V __attribute__((vector_size(Bytes)));
+  typedef std::conditional_t<sizeof(A) == 4, int32_t, int64_t> I;
+  typedef I M __attribute__((vector_size(Bytes)));
+  static constexpr int W = Bytes / sizeof(A);
 };
 
 template <typename A>
-using Vec = typename Lanes<A>::V;
+using Vec = typename Lanes<A, 32>::V;
 template <typename A>
-using Mask = typename Lanes<A>::M;
+using Mask = typename Lanes<A, 32>::M;
 template <typename A>
-constexpr int kWidth = Lanes<A>::W;
+constexpr int kWidth = Lanes<A, 32>::W;
+template <typename A>
+using Wide = typename Lanes<A, kWideBytes>::V;
+template <typename A>
+constexpr int kWideWidth = Lanes<A, kWideBytes>::W;
 
-template <typename A>
-inline Vec<A> load(const A* p) {
-  Vec<A> v;
+// load<V>(p) reads one vector of type V (Vec<A> unless named); store writes one.
+template <typename V = void, typename A>
+inline auto load(const A* p) {
+  std::conditional_t<std::is_void_v<V>, Vec<A>, V> v;
   std::memcpy(&v, p, sizeof(v));
   return v;
 }
 
-template <typename A>
-inline void store(A* p, const Vec<A>& v) {
+template <typename A, typename V>
+inline void store(A* p, const V& v) {
   std::memcpy(p, &v, sizeof(v));
 }
 
-template <typename A>
-inline Vec<A> splat(A x) {
-  return Vec<A>{} + x;
+// splat<V>(x): every lane x.
+template <typename V = void, typename A>
+inline auto splat(A x) {
+  return x - std::conditional_t<std::is_void_v<V>, Vec<A>, V>{};  // x - 0 folds to a broadcast
 }
 
 // Lanes [0, count) set.
@@ -58,17 +61,58 @@ template <typename A>
 inline Mask<A> first_lanes(int64_t count) {
   Mask<A> index;
   for (int t = 0; t < kWidth<A>; ++t) index[t] = t;
-  return index < static_cast<typename Lanes<A>::I>(count);
+  return index < static_cast<typename Lanes<A, 32>::I>(count);
 }
 
-// Lane reductions, templated on the vector type (an alias of it would not deduce).
-template <typename V>
-inline auto max_lane(const V& v) {
-  auto m = v[0];
-  for (size_t t = 1; t < sizeof(V) / sizeof(m); ++t) m = v[t] > m ? v[t] : m;
-  return m;
+// Transposes a square of vectors in place: r[i][j] becomes r[j][i] (unpack, then pair, then
+// half swaps: 24 shuffles for 8 floats).
+inline void transpose(Vec<float> (&r)[8]) {
+  Vec<float> t[8], u[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+    t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+  }
+  for (int i = 0; i < 8; i += 4)
+    for (int j = 0; j < 2; ++j) {
+      u[i + 2 * j] = __builtin_shufflevector(t[i + j], t[i + j + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+      u[i + 2 * j + 1] = __builtin_shufflevector(t[i + j], t[i + j + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+    }
+  for (int j = 0; j < 4; ++j) {
+    r[j] = __builtin_shufflevector(u[j], u[j + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+    r[j + 4] = __builtin_shufflevector(u[j], u[j + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+  }
 }
 
+inline void transpose(Vec<double> (&r)[4]) {
+  Vec<double> t[4];
+  for (int i = 0; i < 4; i += 2) {
+    t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 4, 2, 6);
+    t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 1, 5, 3, 7);
+  }
+  for (int j = 0; j < 2; ++j) {
+    r[j] = __builtin_shufflevector(t[j], t[j + 2], 0, 1, 4, 5);
+    r[j + 2] = __builtin_shufflevector(t[j], t[j + 2], 2, 3, 6, 7);
+  }
+}
+
+// The largest lane, by halving: three shuffles and maxima for 8 lanes, not a chain of compares.
+inline float max_lane(const Vec<float>& v) {
+  Vec<float> m = v, s = __builtin_shufflevector(m, m, 4, 5, 6, 7, 0, 1, 2, 3);
+  m = m > s ? m : s;
+  s = __builtin_shufflevector(m, m, 2, 3, 0, 1, 6, 7, 4, 5);
+  m = m > s ? m : s;
+  s = __builtin_shufflevector(m, m, 1, 0, 3, 2, 5, 4, 7, 6);
+  return (m > s ? m : s)[0];
+}
+
+inline double max_lane(const Vec<double>& v) {
+  Vec<double> m = v, s = __builtin_shufflevector(m, m, 2, 3, 0, 1);
+  m = m > s ? m : s;
+  s = __builtin_shufflevector(m, m, 1, 0, 3, 2);
+  return (m > s ? m : s)[0];
+}
+
+// The sum of the lanes, templated on the vector type (an alias of it would not deduce).
 template <typename V>
 inline auto sum_lanes(const V& v) {
   decltype(v[0] + 0) s = 0;
