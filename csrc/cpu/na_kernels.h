@@ -10,8 +10,10 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <memory>
+#include <new>
 #include <vector>
 
 #include "../include/na_geometry.h"
@@ -61,17 +63,33 @@ inline std::vector<int64_t> line_positions(const Axis& last) {
   return position;
 }
 
-// x: heads-last [B, N, H, dim] -> [B, H, dim, P], P = N + W (a zero tail for full-width loads).
+// Packed keys or values: 64-byte aligned, freed by std::free.
+struct FreeBytes {
+  void operator()(void* p) const { std::free(p); }
+};
+template <typename A>
+using Packed = std::unique_ptr<A[], FreeBytes>;
+
+// P, the length of one packed row: the tokens, a zero tail of at least one vector for
+// full-width loads, rounded up so that every row starts on a cache line.
+template <typename A>
+inline int64_t packed_row(int64_t n_tokens) {
+  constexpr int64_t line = 64 / sizeof(A);
+  return (n_tokens + simd::kWidth<A> + line - 1) / line * line;
+}
+
+// x: heads-last [B, N, H, dim] -> [B, H, dim, P], P = packed_row(N).
 // Consecutive members of a dilation group are consecutive in P, so W of them and W dims are
 // moved as one register transpose; the ragged edges go one value at a time.
 template <int R, typename A>
-std::unique_ptr<A[]> pack(const Geometry<R>& g, const Shape& s, const A* x, int64_t dim,
-                          const std::vector<int64_t>& position) {
+Packed<A> pack(const Geometry<R>& g, const Shape& s, const A* x, int64_t dim,
+               const std::vector<int64_t>& position) {
   constexpr int W = simd::kWidth<A>;
   const Axis& last = g.axes[R - 1];
   const int64_t n_tokens = g.tokens, length = last.length, H = s.heads;
-  const int64_t padded = n_tokens + W, lines = n_tokens / length, token = H * dim;
-  std::unique_ptr<A[]> out(new A[s.batch * H * dim * padded]);
+  const int64_t padded = packed_row<A>(n_tokens), lines = n_tokens / length, token = H * dim;
+  Packed<A> out(static_cast<A*>(std::aligned_alloc(64, s.batch * H * dim * padded * sizeof(A))));
+  if (!out) throw std::bad_alloc();
 #pragma omp parallel for schedule(static)
   for (int64_t item = 0; item < s.batch * H * lines; ++item) {
     const int64_t b = item / (H * lines), h = (item / lines) % H, line = item % lines;
@@ -338,7 +356,7 @@ void fused_forward(const Geometry<R>& g, const Shape& s, const A* q, const A* k,
   const int64_t n_tokens = g.tokens, H = s.heads, D = s.dim, Dv = s.dim_v;
   const Axis& last = g.axes[R - 1];
   const int64_t length = last.length, lines = n_tokens / length;
-  const int64_t chunks = (length + kLineChunk - 1) / kLineChunk, padded = n_tokens + W;
+  const int64_t chunks = (length + kLineChunk - 1) / kLineChunk, padded = packed_row<A>(n_tokens);
   const int64_t rpb_row = g.bias_size + kBiasPad;
   static_assert(kBiasPad >= W, "bias rows need a full vector of tail");
   const auto position = line_positions(last);
@@ -418,7 +436,7 @@ void fused_backward(const Geometry<R>& g, const Shape& s, const A* q, const A* k
   using Vec = simd::Vec<A>;
   const int64_t n_tokens = g.tokens, H = s.heads, D = s.dim, Dv = s.dim_v;
   const Axis& last = g.axes[R - 1];
-  const int64_t length = last.length, lines = n_tokens / length, padded = n_tokens + W;
+  const int64_t length = last.length, lines = n_tokens / length, padded = packed_row<A>(n_tokens);
   const int64_t rpb_row = g.bias_size + kBiasPad;
   static_assert(kBiasPad >= W, "bias rows need a full vector of tail");
   const auto position = line_positions(last);
