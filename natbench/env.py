@@ -18,6 +18,7 @@ from natbench import __version__
 DEBUG = os.environ.get("NATBENCH_DEBUG") == "1"
 RESULTS_DIR = Path(os.environ.get("NATBENCH_RESULTS_DIR", "results/runs"))
 KEEP_MALLOC = os.environ.get("NATBENCH_KEEP_MALLOC") == "1"
+NO_MEMORY_LIMIT = os.environ.get("NATBENCH_NO_MEMORY_LIMIT") == "1"
 # GitHub Actions' job summary file: `natbench gate` appends its Markdown summary there.
 GITHUB_STEP_SUMMARY = os.environ.get("GITHUB_STEP_SUMMARY")
 
@@ -43,6 +44,40 @@ def pin_allocator() -> dict:
         return {"malloc": "not glibc: thresholds left as they are"}
     return {"malloc": f"glibc mmap and trim thresholds pinned at {_PINNED_BYTES} bytes"
             if pinned else "glibc refused mallopt: thresholds left as they are"}
+
+
+def limit_memory(device: str) -> dict:
+    """Cap the process's address space at what it maps now plus the memory the machine has
+    available (CPU runs, Linux; unless NATBENCH_NO_MEMORY_LIMIT=1); says what it did.
+
+    Linux overcommits: a case that needs more memory than the machine has gets its allocations,
+    then the kernel's OOM killer ends the whole run. Under the cap the allocation fails in the
+    case itself, which becomes an `oom` row, and the sweep goes on. CUDA runs are left alone:
+    the CUDA driver reserves far more address space than it uses.
+    """
+    if NO_MEMORY_LIMIT:
+        return {"memory_limit": "none (NATBENCH_NO_MEMORY_LIMIT=1)"}
+    if device != "cpu":
+        return {"memory_limit": f"none ({device} run: its driver reserves address space)"}
+    try:
+        import resource
+
+        page = os.sysconf("SC_PAGE_SIZE")
+        mapped = int(Path("/proc/self/statm").read_text().split()[0]) * page
+        available = next(int(line.split()[1]) * 1024
+                         for line in Path("/proc/meminfo").read_text().splitlines()
+                         if line.startswith("MemAvailable:"))
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        limit = mapped + available
+        if hard != resource.RLIM_INFINITY:
+            limit = min(limit, hard)
+        if soft != resource.RLIM_INFINITY and soft <= limit:
+            return {"memory_limit": f"address space already capped at {soft} bytes"}
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    except (ImportError, OSError, ValueError, StopIteration):
+        return {"memory_limit": "none (no /proc or setrlimit here)"}
+    return {"memory_limit": f"address space capped at {limit} bytes ({mapped} mapped + "
+                            f"{available} available): a case that needs more is an oom row"}
 
 
 def cpu_model() -> str:

@@ -117,10 +117,10 @@ def _pass_callables(bound, case: Case, out):
 
 
 def _is_oom(error: BaseException) -> bool:
-    if isinstance(error, torch.OutOfMemoryError):
+    if isinstance(error, (torch.OutOfMemoryError, MemoryError)):
         return True
     text = str(error)
-    return "can't allocate memory" in text or "DefaultCPUAllocator" in text
+    return "can't allocate memory" in text or "DefaultCPUAllocator" in text or "bad_alloc" in text
 
 
 def run_pair(point: Point, backend_name: str, context: RunContext, timed: bool = True) -> dict:

@@ -18,13 +18,14 @@ def execute(suite: Suite, points: list[Point], backends: list[str], device: str,
     Ctrl-C stops the loop; everything finished is on disk and `--resume` continues it.
     """
     from natbench.calibrate import calibrate
-    from natbench.env import collect, pin_allocator
+    from natbench.env import collect, limit_memory, pin_allocator
     from natbench.runner import RunContext
 
     allocator = pin_allocator()
     header = {**collect(device, suite.name), "suite_file": str(suite.path), "backends": backends,
               "policy": policy.__dict__}
     header["env"].update(allocator)
+    header["env"].update(limit_memory(device))
     writer = store.ResultsWriter(path, header, resume)
     context = RunContext(policy)
     todo = [(p, b) for p in points for b in backends if (p.case.key, b) not in writer.done]
