@@ -46,13 +46,31 @@ inline void axpy(A* y, A alpha, const T* x, int64_t n) {
 // (and, for backward, values) are packed once per call as [B, H, D, P]: each line of the last
 // axis has its tokens ordered by dilation group, so a window row is a run of consecutive
 // positions and its scores for one query are sum_d q[d] * packed[d, run]: vector FMAs with q[d]
-// broadcast, W keys per vector. Vectors are taken kBlock at a time (their accumulators stay in
-// registers across d); the softmax is online across blocks, and the weighted values of a block
-// are summed into an output kept in registers.
+// broadcast, W keys per vector (32-byte vectors, or 64-byte ones under AVX-512 when a row has
+// more keys than a 32-byte vector holds: with_key_width). Vectors are taken kBlock at a time
+// (their accumulators stay in registers across d); the softmax is online across blocks, and the
+// weighted values of a block are summed into an output kept in registers.
 
 constexpr int kBlock = 8;             // score vectors per step
 constexpr int64_t kLineChunk = 64;    // queries of one line per parallel work item
-constexpr int64_t kBiasPad = 8;       // zero tail of each head's bias table row (>= any W)
+constexpr int64_t kBiasPad = 16;      // zero tail of each head's bias table row (>= any W)
+
+// Lanes of the widest key vector: the packed rows' zero tail and a block's weights hold this many.
+template <typename A>
+constexpr int kMaxKeyLanes = 64 / sizeof(A);
+
+// Calls fn(std::integral_constant<int, Bytes>{}) with the key vectors' width for windows of
+// `keys` keys per row: 64 bytes where AVX-512 is the target and a row fills as many lanes of
+// 64-byte vectors as of 32-byte ones (an even number of 32-byte vectors: K in 9..16, 25..32, ...),
+// so one 16-wide FMA does the work of two 8-wide ones; else 32 bytes. Measured at 56x56, D=32:
+// 64 bytes is 13-16% faster at K = 9 and 13, 6-7% at 25 and 31, and 10-11% slower at 17 and 21.
+template <typename A, typename Fn>
+inline void with_key_width(int64_t keys, Fn&& fn) {
+  constexpr int N = simd::kWidth<A>;
+  if constexpr (simd::kWideBytes == 64)
+    if (keys > N && (keys + N - 1) / N % 2 == 0) return fn(std::integral_constant<int, 64>{});
+  fn(std::integral_constant<int, 32>{});
+}
 
 // Position of each last-axis coordinate in its packed line: dilation groups one after another.
 inline std::vector<int64_t> line_positions(const Axis& last) {
@@ -75,7 +93,7 @@ using Packed = std::unique_ptr<A[], FreeBytes>;
 template <typename A>
 inline int64_t packed_row(int64_t n_tokens) {
   constexpr int64_t line = 64 / sizeof(A);
-  return (n_tokens + simd::kWidth<A> + line - 1) / line * line;
+  return (n_tokens + kMaxKeyLanes<A> + line - 1) / line * line;
 }
 
 // x: heads-last [B, N, H, dim] -> [B, H, dim, P], P = packed_row(N).
@@ -160,13 +178,13 @@ struct QueryWindow {
   int64_t packed_first, chunks, vectors;
 };
 
-template <typename A>
+template <int W>
 QueryWindow query_window(const Axis& last, const std::vector<int64_t>& position, int64_t x,
                          int64_t rows) {
   QueryWindow q;
   q.last = axis_window(last, x);
   q.packed_first = position[q.last.first];
-  q.chunks = (q.last.count + simd::kWidth<A> - 1) / simd::kWidth<A>;
+  q.chunks = (q.last.count + W - 1) / W;
   q.vectors = rows * q.chunks;
   return q;
 }
@@ -175,9 +193,10 @@ QueryWindow query_window(const Axis& last, const std::vector<int64_t>& position,
 // per vector, and scalar stores only: a vectorized read of scalar stores would stall on
 // store-to-load forwarding): for each vector, where its keys start in the packed keys (and in
 // the packed values, for backward), the token of its first key, its bias index and how many of
-// its lanes are keys.
-template <typename A, int R>
+// its lanes are keys. W: lanes per vector.
+template <typename A, int R, int W>
 struct Block {
+  static constexpr int kLanes = W;
   int count;
   std::array<const A*, kBlock> keys, values;
   std::array<int64_t, kBlock> token, bias, valid;
@@ -185,7 +204,6 @@ struct Block {
   Block(const QueryWindow& qw, int64_t first, const LineRows<R>& rows, int64_t dilation,
         const A* packed_keys, const A* packed_values)
       : count(static_cast<int>(std::min<int64_t>(kBlock, qw.vectors - first))) {
-    constexpr int W = simd::kWidth<A>;
     int64_t r = first / qw.chunks, c = first % qw.chunks * W;
     for (int j = 0; j < count; ++j) {
       const int64_t at = rows.token[r] + qw.packed_first + c;
@@ -200,14 +218,14 @@ struct Block {
   }
 };
 
-// acc[j] = sum_d x[d] * at[j][d * stride : +W] for j < G: G accumulators in registers.
-template <int G, typename A>
-inline void dots(const A* x, int64_t dim, const A* const* at, int64_t stride, simd::Vec<A>* acc) {
-  simd::Vec<A> sum[G];
-  for (int j = 0; j < G; ++j) sum[j] = simd::Vec<A>{};
+// acc[j] = sum_d x[d] * at[j][d * stride : +W] for j < G: G accumulators (vectors V) in registers.
+template <int G, typename V, typename A>
+inline void dots(const A* x, int64_t dim, const A* const* at, int64_t stride, V* acc) {
+  V sum[G];
+  for (int j = 0; j < G; ++j) sum[j] = V{};
   for (int64_t d = 0; d < dim; ++d) {
-    const simd::Vec<A> xd = simd::splat(x[d]);
-    for (int j = 0; j < G; ++j) sum[j] += xd * simd::load(at[j] + d * stride);
+    const V xd = simd::splat<V>(x[d]);
+    for (int j = 0; j < G; ++j) sum[j] += xd * simd::load<V>(at[j] + d * stride);
   }
   for (int j = 0; j < G; ++j) acc[j] = sum[j];
 }
@@ -261,10 +279,9 @@ inline void vector_pieces(int64_t dim, Fn&& fn) {
 // with weight w[j * kWidth + t]. The AV-like products walk these runs directly.
 
 // y[0:dim] += sum over the block's keys of weight * base[key row][0:dim].
-template <typename A, int R>
-inline void gather_block(A* y, int64_t dim, const A* w, const A* base, const Block<A, R>& blk,
+template <typename A, int R, int KW>
+inline void gather_block(A* y, int64_t dim, const A* w, const A* base, const Block<A, R, KW>& blk,
                          int64_t row_stride, int64_t dilation) {
-  constexpr int KW = simd::kWidth<A>;
   const int64_t step = dilation * row_stride;
   vector_pieces<A>(dim, [&](int64_t d0, auto pieces, auto vector) {
     constexpr int V = decltype(pieces)::value;
@@ -302,10 +319,9 @@ inline void gather_block(A* y, int64_t dim, const A* w, const A* base, const Blo
 }
 
 // base[key row][0:dim] += weight * x[0:dim] for every key of the block.
-template <typename A, int R>
-inline void scatter_block(A* base, int64_t row_stride, int64_t dilation, const Block<A, R>& blk,
+template <typename A, int R, int KW>
+inline void scatter_block(A* base, int64_t row_stride, int64_t dilation, const Block<A, R, KW>& blk,
                           const A* w, const A* x, int64_t dim) {
-  constexpr int KW = simd::kWidth<A>;
   const int64_t step = dilation * row_stride;
   vector_pieces<A>(dim, [&](int64_t d0, auto pieces, auto vector) {
     constexpr int V = decltype(pieces)::value;
@@ -338,21 +354,22 @@ inline void prefetch_row(const T* x, int64_t n, bool write) {
 }
 
 // Per-thread scratch of the fused kernels, sized once: the scaled query, the output or dQ
-// accumulator, and a block's weights (w) and score gradients (w2), kWidth per vector.
+// accumulator, and a block's weights (w) and score gradients (w2), W per vector.
 template <typename A>
 struct Scratch {
   std::vector<A> x, acc;
-  std::array<A, kBlock * simd::kWidth<A>> w, w2;
+  std::array<A, kBlock * kMaxKeyLanes<A>> w, w2;
   Scratch(int64_t dim, int64_t dim_v) : x(dim), acc(std::max(dim, dim_v)) {}
 };
 
 // Fused forward. q, k, v are heads-last in the accumulation type A; rpb is the bias table
 // [H, bias_size + kBiasPad] in A (zero tail); out is written in T; lse [B, H, N] is kept for backward.
-template <int R, typename T, typename A>
+// KB: the key vectors' width in bytes (with_key_width).
+template <int R, typename T, typename A, int KB>
 void fused_forward(const Geometry<R>& g, const Shape& s, const A* q, const A* k, const A* v,
                    const A* rpb, T* out, A* lse, A scale) {
-  constexpr int W = simd::kWidth<A>;
-  using Vec = simd::Vec<A>;
+  using Vec = simd::VecN<A, KB>;
+  constexpr int W = simd::kLanes<Vec>;
   const int64_t n_tokens = g.tokens, H = s.heads, D = s.dim, Dv = s.dim_v;
   const Axis& last = g.axes[R - 1];
   const int64_t length = last.length, lines = n_tokens / length;
@@ -378,7 +395,7 @@ void fused_forward(const Geometry<R>& g, const Shape& s, const A* q, const A* k,
       const A* bias = rpb ? rpb + h * rpb_row : nullptr;
       for (int64_t x = x0; x < std::min(length, x0 + kLineChunk); ++x) {
         const int64_t n = line * length + x, row = (b * n_tokens + n) * H + h;
-        const QueryWindow qw = query_window<A>(last, position, x, n_rows);
+        const QueryWindow qw = query_window<W>(last, position, x, n_rows);
         // The next query's row and output (a head's rows are H rows apart: no stream to prefetch).
         prefetch_row(q + (row + H) * D, D, false);
         prefetch_row(out + (row + H) * Dv, Dv, true);
@@ -387,16 +404,16 @@ void fused_forward(const Geometry<R>& g, const Shape& s, const A* q, const A* k,
         A top = -std::numeric_limits<A>::infinity();
         Vec sums{};
         for (int64_t j0 = 0; j0 < qw.vectors; j0 += kBlock) {
-          const Block<A, R> blk(qw, j0, rows, last.dilation, keys, nullptr);
+          const Block<A, R, W> blk(qw, j0, rows, last.dilation, keys, nullptr);
           with_count(blk.count, [&](auto count) {
             constexpr int G = decltype(count)::value;
             Vec score[G];
-            dots<G>(sc.x.data(), D, blk.keys.data(), padded, score);
-            const Vec none = simd::splat(-std::numeric_limits<A>::infinity());
+            dots<G, Vec>(sc.x.data(), D, blk.keys.data(), padded, score);
+            const Vec none = simd::splat<Vec>(-std::numeric_limits<A>::infinity());
             Vec tops = none;
             for (int j = 0; j < G; ++j) {
-              if (bias) score[j] += simd::load(bias + blk.bias[j]);
-              score[j] = simd::first_lanes<A>(blk.valid[j]) ? score[j] : none;
+              if (bias) score[j] += simd::load<Vec>(bias + blk.bias[j]);
+              score[j] = simd::first_lanes<Vec>(blk.valid[j]) ? score[j] : none;
               tops = score[j] > tops ? score[j] : tops;
             }
             const A block_top = simd::max_lane(tops);
@@ -428,12 +445,12 @@ void fused_forward(const Geometry<R>& g, const Shape& s, const A* q, const A* k,
 // the forward's vector blocks, dS = P (dP - delta), then dQ gathered from the keys and dK, dV
 // scattered to them. Work is split by (batch, head), so a thread owns the dk, dv and bias
 // gradient it writes. All inputs heads-last in A; dk, dv accumulate in A; drpb is [B, H, bias_size].
-template <int R, typename T, typename A>
+template <int R, typename T, typename A, int KB>
 void fused_backward(const Geometry<R>& g, const Shape& s, const A* q, const A* k, const A* v,
                     const A* rpb, const A* out, const A* dout, const A* lse, T* dq, A* dk, A* dv,
                     A* drpb, A scale) {
-  constexpr int W = simd::kWidth<A>;
-  using Vec = simd::Vec<A>;
+  using Vec = simd::VecN<A, KB>;
+  constexpr int W = simd::kLanes<Vec>;
   const int64_t n_tokens = g.tokens, H = s.heads, D = s.dim, Dv = s.dim_v;
   const Axis& last = g.axes[R - 1];
   const int64_t length = last.length, lines = n_tokens / length, padded = packed_row<A>(n_tokens);
@@ -456,7 +473,7 @@ void fused_backward(const Geometry<R>& g, const Shape& s, const A* q, const A* k
         const int64_t n_rows = static_cast<int64_t>(rows.token.size());
         for (int64_t x = 0; x < length; ++x) {
           const int64_t n = line * length + x, row = (b * n_tokens + n) * H + h;
-          const QueryWindow qw = query_window<A>(last, position, x, n_rows);
+          const QueryWindow qw = query_window<W>(last, position, x, n_rows);
           A delta = 0;
           for (int64_t d = 0; d < Dv; ++d) delta += dout[row * Dv + d] * out[row * Dv + d];
           for (int64_t d = 0; d < D; ++d) sc.x[d] = scale * q[row * D + d];
@@ -464,15 +481,15 @@ void fused_backward(const Geometry<R>& g, const Shape& s, const A* q, const A* k
           const A top = lse[bh * n_tokens + n];
           const A* dout_row = dout + row * Dv;
           for (int64_t j0 = 0; j0 < qw.vectors; j0 += kBlock) {
-            const Block<A, R> blk(qw, j0, rows, last.dilation, keys, values);
+            const Block<A, R, W> blk(qw, j0, rows, last.dilation, keys, values);
             with_count(blk.count, [&](auto count) {
               constexpr int G = decltype(count)::value;
               Vec score[G], dprob[G];
-              dots<G>(sc.x.data(), D, blk.keys.data(), padded, score);
-              dots<G>(dout_row, Dv, blk.values.data(), padded, dprob);
+              dots<G, Vec>(sc.x.data(), D, blk.keys.data(), padded, score);
+              dots<G, Vec>(dout_row, Dv, blk.values.data(), padded, dprob);
               for (int j = 0; j < G; ++j) {
-                if (bias) score[j] += simd::load(bias + blk.bias[j]);
-                const auto valid_lanes = simd::first_lanes<A>(blk.valid[j]);
+                if (bias) score[j] += simd::load<Vec>(bias + blk.bias[j]);
+                const auto valid_lanes = simd::first_lanes<Vec>(blk.valid[j]);
                 const Vec p = valid_lanes ? simd::exp(score[j] - top) : Vec{};
                 const Vec ds = valid_lanes ? p * (dprob[j] - delta) : Vec{};
                 simd::store(sc.w.data() + j * W, p);

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <utility>
 
 namespace natbench {
 namespace simd {
@@ -26,6 +27,8 @@ struct Lanes {
   static constexpr int W = Bytes / sizeof(A);
 };
 
+template <typename A, int Bytes>
+using VecN = typename Lanes<A, Bytes>::V;
 template <typename A>
 using Vec = typename Lanes<A, 32>::V;
 template <typename A>
@@ -56,12 +59,20 @@ inline auto splat(A x) {
   return x - std::conditional_t<std::is_void_v<V>, Vec<A>, V>{};  // x - 0 folds to a broadcast
 }
 
-// Lanes [0, count) set.
-template <typename A>
-inline Mask<A> first_lanes(int64_t count) {
-  Mask<A> index;
-  for (int t = 0; t < kWidth<A>; ++t) index[t] = t;
-  return index < static_cast<typename Lanes<A, 32>::I>(count);
+// A vector type's lane type, lane count and mask type.
+template <typename V>
+using Elem = std::remove_cv_t<std::remove_reference_t<decltype(std::declval<V>()[0])>>;
+template <typename V>
+constexpr int kLanes = sizeof(V) / sizeof(Elem<V>);
+template <typename V>
+using MaskOf = typename Lanes<Elem<V>, sizeof(V)>::M;
+
+// Lanes [0, count) of a V set.
+template <typename V>
+inline MaskOf<V> first_lanes(int64_t count) {
+  MaskOf<V> index;
+  for (int t = 0; t < kLanes<V>; ++t) index[t] = t;
+  return index < static_cast<typename Lanes<Elem<V>, sizeof(V)>::I>(count);
 }
 
 // Transposes a square of vectors in place: r[i][j] becomes r[j][i] (unpack, then pair, then
@@ -112,6 +123,19 @@ inline double max_lane(const Vec<double>& v) {
   return (m > s ? m : s)[0];
 }
 
+// 64-byte vectors: the larger of their halves, then as above.
+inline float max_lane(const VecN<float, 64>& v) {
+  const Vec<float> low = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7);
+  const Vec<float> high = __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+  return max_lane(low > high ? low : high);
+}
+
+inline double max_lane(const VecN<double, 64>& v) {
+  const Vec<double> low = __builtin_shufflevector(v, v, 0, 1, 2, 3);
+  const Vec<double> high = __builtin_shufflevector(v, v, 4, 5, 6, 7);
+  return max_lane(low > high ? low : high);
+}
+
 // The sum of the lanes, templated on the vector type (an alias of it would not deduce).
 template <typename V>
 inline auto sum_lanes(const V& v) {
@@ -124,29 +148,30 @@ inline auto sum_lanes(const V& v) {
 // float: x = n ln2 + r with |r| <= ln2/2 (ln2 split in two for an exact product), e^r by its
 // degree-7 Taylor polynomial (truncation under 1e-8 relative), 2^n built in the exponent bits.
 // double keeps the C library's exp, lane by lane: the double path is the precise one.
-inline Vec<float> exp(const Vec<float>& x) {
-  // Adding and taking away 1.5 * 2^23 rounds to the nearest integer in every lane.
-  const Vec<float> magic = splat(12582912.0f);
-  const Vec<float> n = (x * splat(1.44269504088896341f) + magic) - magic;
-  const Vec<float> r = x - n * splat(0.693145751953125f) - n * splat(1.42860682030941723e-6f);
-  Vec<float> p = splat(1.0f / 5040.0f);
-  p = p * r + 1.0f / 720.0f;
-  p = p * r + 1.0f / 120.0f;
-  p = p * r + 1.0f / 24.0f;
-  p = p * r + 1.0f / 6.0f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  const Mask<float> bits = (__builtin_convertvector(n, Mask<float>) + 127) << 23;
-  Vec<float> two_n;
-  std::memcpy(&two_n, &bits, sizeof(two_n));
-  return x < splat(-87.0f) ? splat(0.0f) : p * two_n;
-}
-
-inline Vec<double> exp(const Vec<double>& x) {
-  Vec<double> y;
-  for (int t = 0; t < 4; ++t) y[t] = std::exp(x[t]);
-  return y;
+template <typename V>
+inline V exp(const V& x) {
+  if constexpr (std::is_same_v<Elem<V>, float>) {
+    // Adding and taking away 1.5 * 2^23 rounds to the nearest integer in every lane.
+    const V magic = splat<V>(12582912.0f);
+    const V n = (x * splat<V>(1.44269504088896341f) + magic) - magic;
+    const V r = x - n * splat<V>(0.693145751953125f) - n * splat<V>(1.42860682030941723e-6f);
+    V p = splat<V>(1.0f / 5040.0f);
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    const MaskOf<V> bits = (__builtin_convertvector(n, MaskOf<V>) + 127) << 23;
+    V two_n;
+    std::memcpy(&two_n, &bits, sizeof(two_n));
+    return x < splat<V>(-87.0f) ? splat<V>(0.0f) : p * two_n;
+  } else {
+    V y;
+    for (int t = 0; t < kLanes<V>; ++t) y[t] = std::exp(x[t]);
+    return y;
+  }
 }
 
 }  // namespace simd
