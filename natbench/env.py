@@ -10,6 +10,7 @@ import os
 import platform
 import subprocess
 import sys
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -46,9 +47,12 @@ def pin_allocator() -> dict:
             if pinned else "glibc refused mallopt: thresholds left as they are"}
 
 
-def limit_memory(device: str) -> dict:
-    """Cap the process's address space at what it maps now plus the memory the machine has
-    available (CPU runs, Linux; unless NATBENCH_NO_MEMORY_LIMIT=1); says what it did.
+@contextmanager
+def memory_cap(device: str):
+    """While a run measures: its address space capped at what it maps now plus the memory the
+    machine has available (CPU runs, Linux; unless NATBENCH_NO_MEMORY_LIMIT=1). Yields what it
+    did, for the header; the previous limit comes back on exit, so nothing launched after the
+    run (a browser rendering a report, say) inherits the cap.
 
     Linux overcommits: a case that needs more memory than the machine has gets its allocations,
     then the kernel's OOM killer ends the whole run. Under the cap the allocation fails in the
@@ -56,9 +60,11 @@ def limit_memory(device: str) -> dict:
     the CUDA driver reserves far more address space than it uses.
     """
     if NO_MEMORY_LIMIT:
-        return {"memory_limit": "none (NATBENCH_NO_MEMORY_LIMIT=1)"}
+        yield {"memory_limit": "none (NATBENCH_NO_MEMORY_LIMIT=1)"}
+        return
     if device != "cpu":
-        return {"memory_limit": f"none ({device} run: its driver reserves address space)"}
+        yield {"memory_limit": f"none ({device} run: its driver reserves address space)"}
+        return
     try:
         import resource
 
@@ -67,17 +73,21 @@ def limit_memory(device: str) -> dict:
         available = next(int(line.split()[1]) * 1024
                          for line in Path("/proc/meminfo").read_text().splitlines()
                          if line.startswith("MemAvailable:"))
-        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-        limit = mapped + available
-        if hard != resource.RLIM_INFINITY:
-            limit = min(limit, hard)
-        if soft != resource.RLIM_INFINITY and soft <= limit:
-            return {"memory_limit": f"address space already capped at {soft} bytes"}
-        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+        previous = resource.getrlimit(resource.RLIMIT_AS)
     except (ImportError, OSError, ValueError, StopIteration):
-        return {"memory_limit": "none (no /proc or setrlimit here)"}
-    return {"memory_limit": f"address space capped at {limit} bytes ({mapped} mapped + "
-                            f"{available} available): a case that needs more is an oom row"}
+        yield {"memory_limit": "none (no /proc or setrlimit here)"}
+        return
+    soft, hard = previous
+    limit = mapped + available if hard == resource.RLIM_INFINITY else min(mapped + available, hard)
+    if soft != resource.RLIM_INFINITY and soft <= limit:
+        yield {"memory_limit": f"address space already capped at {soft} bytes"}
+        return
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    try:
+        yield {"memory_limit": f"address space capped at {limit} bytes ({mapped} mapped + "
+                               f"{available} available): a case that needs more is an oom row"}
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, previous)
 
 
 def cpu_model() -> str:

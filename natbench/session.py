@@ -18,44 +18,45 @@ def execute(suite: Suite, points: list[Point], backends: list[str], device: str,
     Ctrl-C stops the loop; everything finished is on disk and `--resume` continues it.
     """
     from natbench.calibrate import calibrate
-    from natbench.env import collect, limit_memory, pin_allocator
+    from natbench.env import collect, memory_cap, pin_allocator
     from natbench.runner import RunContext
 
     allocator = pin_allocator()
-    header = {**collect(device, suite.name), "suite_file": str(suite.path), "backends": backends,
-              "policy": policy.__dict__}
-    header["env"].update(allocator)
-    header["env"].update(limit_memory(device))
-    writer = store.ResultsWriter(path, header, resume)
-    context = RunContext(policy)
-    todo = [(p, b) for p in points for b in backends if (p.case.key, b) not in writer.done]
-    sink.info(f"{suite.name}: {len(points)} cases x {len(backends)} backends on {device}, "
-              f"{policy.rounds} rounds; {len(todo)} to measure; results -> {path}")
-    rows = []
-    try:
-        for dtype in sorted({p.case.dtype for p, _ in todo}):
-            if (device, dtype) not in writer.calibrations:
-                sink.info(f"calibrating {device} {dtype} matmul and copy bandwidth")
-                writer.write(calibrate(device, dtype).to_record())
-        context.calibrations = writer.calibrations
-        with sink.progress(len(todo) * policy.rounds) as advance:
-            for round_ in range(policy.rounds):
-                for point, backend in todo:
-                    row = _step(point, backend, round_, writer, context)
-                    if row is not None:
-                        rows.append(row)
-                        if sink.json_mode:
-                            sink.json(row)
-                    advance(f"round {round_ + 1}: {backend} {point.label or ''} {point.case.key}")
-    except KeyboardInterrupt:
+    with memory_cap(device) as cap:
+        header = {**collect(device, suite.name), "suite_file": str(suite.path),
+                  "backends": backends, "policy": policy.__dict__}
+        header["env"].update(allocator)
+        header["env"].update(cap)
+        writer = store.ResultsWriter(path, header, resume)
+        context = RunContext(policy)
+        todo = [(p, b) for p in points for b in backends if (p.case.key, b) not in writer.done]
+        sink.info(f"{suite.name}: {len(points)} cases x {len(backends)} backends on {device}, "
+                  f"{policy.rounds} rounds; {len(todo)} to measure; results -> {path}")
+        rows = []
+        try:
+            for dtype in sorted({p.case.dtype for p, _ in todo}):
+                if (device, dtype) not in writer.calibrations:
+                    sink.info(f"calibrating {device} {dtype} matmul and copy bandwidth")
+                    writer.write(calibrate(device, dtype).to_record())
+            context.calibrations = writer.calibrations
+            with sink.progress(len(todo) * policy.rounds) as advance:
+                for round_ in range(policy.rounds):
+                    for point, backend in todo:
+                        row = _step(point, backend, round_, writer, context)
+                        if row is not None:
+                            rows.append(row)
+                            if sink.json_mode:
+                                sink.json(row)
+                        advance(f"round {round_ + 1}: {backend} {point.label or ''} {point.case.key}")
+        except KeyboardInterrupt:
+            writer.close()
+            sink.warn(f"interrupted: {len(rows)} rows are on disk in {path}; continue with "
+                      f"`natbench run --suite {suite.path or suite.name} --out {path} --resume`.")
+            raise
         writer.close()
-        sink.warn(f"interrupted: {len(rows)} rows are on disk in {path}; continue with "
-                  f"`natbench run --suite {suite.path or suite.name} --out {path} --resume`.")
-        raise
-    writer.close()
     everything = store.load(path).rows
     if show_table:
-            report(everything, backends, f"{suite.name} on {device}: median latency ±95% CI half-width, "
+        report(everything, backends, f"{suite.name} on {device}: median latency ±95% CI half-width, "
                f"peak extra memory", sink)
     sink.info(f"results: {path}")
     return everything
