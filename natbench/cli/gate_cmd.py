@@ -53,7 +53,32 @@ def _check_setups(baseline, current, normalize: bool, force: bool) -> None:
                            f"setups: {'; '.join(differ)}{hint}; pass --force to gate anyway.")
 
 
-def gate(baseline: Annotated[Path, typer.Option(help="The committed baseline results file.")],
+def _machine(device: str) -> tuple[str, str | None]:
+    """This machine's kind as a baseline header names it: (header key, value)."""
+    if device == "cuda":
+        import torch
+
+        return "gpu_name", torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    from natbench.env import cpu_model
+
+    return "cpu_model", cpu_model()
+
+
+def _pick_baseline(directory: Path, suite: str | None, device: str, key: str,
+                   value: str | None) -> Path | None:
+    """The baseline in `directory` recorded for `suite` on `device` of the kind header[key] == value."""
+    from natbench import store
+
+    for path in sorted(directory.glob("*.jsonl")):
+        header = store.load(path).header
+        same_suite = suite is None or header.get("suite") == Path(suite).stem
+        if same_suite and header.get("env", {}).get("device_kind") == device and \
+                header.get("env", {}).get(key) == value:
+            return path
+    return None
+
+
+def gate(baseline: Annotated[Path, typer.Option(help="The committed baseline results file, or a directory of them: the one recorded on this kind of machine (CPU model, or GPU name) for the suite is used.")],
          current: Annotated[Optional[Path], typer.Option(help="A current results file; or give --suite to run one now.")] = None,
          suite: Annotated[Optional[str], typer.Option("--suite", "-s", help="Run this suite now as the current run.")] = None,
          backend: options.Backends = None, device: options.Device = "auto", dtype: options.Dtype = None,
@@ -63,6 +88,7 @@ def gate(baseline: Annotated[Path, typer.Option(help="The committed baseline res
          correct_drift: Annotated[bool, typer.Option(help="Divide current latencies by the run's median current/baseline ratio (a whole-machine slowdown cancels).")] = True,
          force: Annotated[bool, typer.Option(help="Gate runs from different setups.")] = False,
          out: Annotated[Optional[Path], typer.Option(help="Results file of the run made by --suite.")] = None,
+         no_baseline_ok: Annotated[bool, typer.Option(help="With a --baseline directory that holds none for this machine: say so and exit 0 instead of 2 (CI on a new kind of machine).")] = False,
          json_: options.Json = False, quiet: options.Quiet = False) -> None:
     """Fail (exit 1) on a significant slowdown, more memory, other FLOPs, a wrong answer or a lost row."""
     from natbench import store
@@ -72,6 +98,29 @@ def gate(baseline: Annotated[Path, typer.Option(help="The committed baseline res
 
     if (current is None) == (suite is None):
         raise SuiteError("natbench gate needs exactly one of --current FILE or --suite NAME.")
+    if baseline.is_dir():
+        # The kind of machine: this one for a run made now, the current file's otherwise.
+        if suite:
+            device_name = options.resolve_device(device)
+            key, value = _machine(device_name)
+        else:
+            env = store.load(current).header.get("env", {})
+            device_name = env.get("device_kind", "cpu")
+            key = "gpu_name" if device_name == "cuda" else "cpu_model"
+            value = env.get(key)
+        suite_name = suite or store.load(current).header.get("suite")
+        picked = _pick_baseline(baseline, suite_name, device_name, key, value)
+        if picked is None:
+            message = (f"no baseline in {baseline} was recorded on this kind of machine ({key} "
+                       f"{value!r}, {device_name}) for suite {suite_name!r}; record one with "
+                       f"`natbench baseline update --suite {suite_name} --device {device_name} "
+                       f"--out {baseline}/NAME.jsonl`")
+            if no_baseline_ok:
+                typer.echo(f"natbench gate: not applied: {message}.")
+                return
+            raise ResultsError(message + ".")
+        typer.echo(f"natbench gate: baseline for this machine: {picked}")
+        baseline = picked
     base = store.load(baseline)
     if suite is not None:
         current = out or RESULTS_DIR / f"gate-{Path(suite).stem}-{datetime.now():%Y%m%d-%H%M%S}.jsonl"

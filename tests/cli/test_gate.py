@@ -96,3 +96,22 @@ def test_exports_for_ci_trackers(cli, tmp_path):
     name = next(iter(bmf))
     assert code == 0 and len(bmf) == 8
     assert bmf[name]["latency"]["lower_value"] <= bmf[name]["latency"]["value"] <= bmf[name]["latency"]["upper_value"]
+
+
+def test_a_baseline_directory_gives_the_baseline_of_this_kind_of_machine(cli, tmp_path):
+    # two machine kinds, one of them slow: picking the wrong baseline would pass a regression
+    # (or fail a good run); the current file is from the "Test CPU" kind
+    directory = tmp_path / "baselines"
+    directory.mkdir()
+    synthetic.write(directory / "a.jsonl", [synthetic.row("torch", 7, 3e-3, seed=1)], {"cpu_model": "Other CPU"})
+    synthetic.write(directory / "b.jsonl", [synthetic.row("torch", 7, 1e-3, seed=2)])
+    slow = synthetic.write(tmp_path / "slow.jsonl", [synthetic.row("torch", 7, 1.5e-3, seed=3)])
+    code, stdout, _ = cli("gate", "--baseline", directory, "--current", slow)
+    assert code == 1 and f"baseline for this machine: {directory / 'b.jsonl'}" in stdout
+    # a machine kind with no baseline: exit 2 naming the kind and how to record one, or, when
+    # asked (CI on a new kind of machine), exit 0 saying the gate was not applied
+    (directory / "b.jsonl").unlink()
+    code, _, stderr = cli("gate", "--baseline", directory, "--current", slow)
+    assert code == 2 and "cpu_model 'Test CPU'" in stderr and "natbench baseline update" in stderr
+    code, stdout, _ = cli("gate", "--baseline", directory, "--current", slow, "--no-baseline-ok")
+    assert code == 0 and "not applied" in stdout
