@@ -97,10 +97,14 @@ std::tuple<at::Tensor, at::Tensor> fused_forward_cpu(
     const auto g = geometry<R>(q, kernel, dilation, stride, causal);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q_.scalar_type(), "na_fused_forward", [&] {
       using A = acc_t<scalar_t>;
+      const Shape shape = shape_of(q, v);
+      // torch's allocator (64-byte aligned): the workspace shows in memory measurements
+      at::Tensor packed_keys = at::empty({packed_size<A>(shape, g.tokens, shape.dim)}, q.options());
       with_key_width<A>(g.axes[R - 1].kernel, [&](auto bytes) {
         fused_forward<R, scalar_t, A, decltype(bytes)::value>(
-            g, shape_of(q, v), q.data_ptr<A>(), k.data_ptr<A>(), v.data_ptr<A>(), maybe<A>(rpb),
-            out.data_ptr<scalar_t>(), lse.data_ptr<A>(), static_cast<A>(scale));
+            g, shape, q.data_ptr<A>(), k.data_ptr<A>(), v.data_ptr<A>(), maybe<A>(rpb),
+            out.data_ptr<scalar_t>(), lse.data_ptr<A>(), static_cast<A>(scale),
+            packed_keys.data_ptr<A>());
       });
     });
   });
@@ -126,12 +130,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::optional<at::Tensor>> fused_
     if (rpb.has_value()) drpb_acc = at::zeros({q.size(0), q.size(-2), g.bias_size}, dk.options());
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q_.scalar_type(), "na_fused_backward", [&] {
       using A = acc_t<scalar_t>;
+      const Shape shape = shape_of(q, v);
+      at::Tensor packed_keys = at::empty({packed_size<A>(shape, g.tokens, shape.dim)}, q.options());
+      at::Tensor packed_values = at::empty({packed_size<A>(shape, g.tokens, shape.dim_v)}, q.options());
       with_key_width<A>(g.axes[R - 1].kernel, [&](auto bytes) {
         fused_backward<R, scalar_t, A, decltype(bytes)::value>(
-            g, shape_of(q, v), q.data_ptr<A>(), k.data_ptr<A>(), v.data_ptr<A>(), maybe<A>(rpb),
+            g, shape, q.data_ptr<A>(), k.data_ptr<A>(), v.data_ptr<A>(), maybe<A>(rpb),
             out.data_ptr<A>(), dout.data_ptr<A>(), lse.data_ptr<A>(), dq.data_ptr<scalar_t>(),
             dk.data_ptr<A>(), dv.data_ptr<A>(), rpb.has_value() ? drpb_acc.data_ptr<A>() : nullptr,
-            static_cast<A>(scale));
+            static_cast<A>(scale), packed_keys.data_ptr<A>(), packed_values.data_ptr<A>());
       });
     });
     if (rpb.has_value()) drpb = drpb_acc.sum(0).view(rpb_->sizes()).to(rpb_->scalar_type());

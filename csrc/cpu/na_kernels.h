@@ -10,10 +10,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
-#include <cstdlib>
 #include <limits>
-#include <memory>
-#include <new>
 #include <vector>
 
 #include "../include/na_geometry.h"
@@ -81,13 +78,6 @@ inline std::vector<int64_t> line_positions(const Axis& last) {
   return position;
 }
 
-// Packed keys or values: 64-byte aligned, freed by std::free.
-struct FreeBytes {
-  void operator()(void* p) const { std::free(p); }
-};
-template <typename A>
-using Packed = std::unique_ptr<A[], FreeBytes>;
-
 // P, the length of one packed row: the tokens, a zero tail of at least one vector for
 // full-width loads, rounded up so that every row starts on a cache line.
 template <typename A>
@@ -96,22 +86,27 @@ inline int64_t packed_row(int64_t n_tokens) {
   return (n_tokens + kMaxKeyLanes<A> + line - 1) / line * line;
 }
 
-// x: heads-last [B, N, H, dim] -> [B, H, dim, P], P = packed_row(N).
+// Elements of the packed copy of a [B, N, H, dim] tensor (the caller allocates it, 64-byte
+// aligned, so that it counts in the caller's memory measurements).
+template <typename A>
+inline int64_t packed_size(const Shape& s, int64_t n_tokens, int64_t dim) {
+  return s.batch * s.heads * dim * packed_row<A>(n_tokens);
+}
+
+// x: heads-last [B, N, H, dim] -> out [B, H, dim, P], P = packed_row(N).
 // Consecutive members of a dilation group are consecutive in P, so W of them and W dims are
 // moved as one register transpose; the ragged edges go one value at a time.
 template <int R, typename A>
-Packed<A> pack(const Geometry<R>& g, const Shape& s, const A* x, int64_t dim,
-               const std::vector<int64_t>& position) {
+void pack(const Geometry<R>& g, const Shape& s, const A* x, int64_t dim,
+          const std::vector<int64_t>& position, A* out) {
   constexpr int W = simd::kWidth<A>;
   const Axis& last = g.axes[R - 1];
   const int64_t n_tokens = g.tokens, length = last.length, H = s.heads;
   const int64_t padded = packed_row<A>(n_tokens), lines = n_tokens / length, token = H * dim;
-  Packed<A> out(static_cast<A*>(std::aligned_alloc(64, s.batch * H * dim * padded * sizeof(A))));
-  if (!out) throw std::bad_alloc();
 #pragma omp parallel for schedule(static)
   for (int64_t item = 0; item < s.batch * H * lines; ++item) {
     const int64_t b = item / (H * lines), h = (item / lines) % H, line = item % lines;
-    A* dst = out.get() + (b * H + h) * dim * padded;
+    A* dst = out + (b * H + h) * dim * padded;
     const A* src = x + ((b * n_tokens + line * length) * H + h) * dim;
     if (line == lines - 1)
       for (int64_t d = 0; d < dim; ++d) std::fill(dst + d * padded + n_tokens, dst + (d + 1) * padded, A(0));
@@ -137,7 +132,6 @@ Packed<A> pack(const Geometry<R>& g, const Shape& s, const A* x, int64_t dim,
           dst[d * padded + first + i] = src[(group + i * last.dilation) * token + d];
     }
   }
-  return out;
 }
 
 // The window rows shared by every query of one line: the token where each key line starts and
@@ -364,10 +358,10 @@ struct Scratch {
 
 // Fused forward. q, k, v are heads-last in the accumulation type A; rpb is the bias table
 // [H, bias_size + kBiasPad] in A (zero tail); out is written in T; lse [B, H, N] is kept for backward.
-// KB: the key vectors' width in bytes (with_key_width).
+// KB: the key vectors' width in bytes (with_key_width). packed_keys: packed_size(s, N, D) elements.
 template <int R, typename T, typename A, int KB>
 void fused_forward(const Geometry<R>& g, const Shape& s, const A* q, const A* k, const A* v,
-                   const A* rpb, T* out, A* lse, A scale) {
+                   const A* rpb, T* out, A* lse, A scale, A* packed_keys) {
   using Vec = simd::VecN<A, KB>;
   constexpr int W = simd::kLanes<Vec>;
   const int64_t n_tokens = g.tokens, H = s.heads, D = s.dim, Dv = s.dim_v;
@@ -377,7 +371,7 @@ void fused_forward(const Geometry<R>& g, const Shape& s, const A* q, const A* k,
   const int64_t rpb_row = g.bias_size + kBiasPad;
   static_assert(kBiasPad >= W, "bias rows need a full vector of tail");
   const auto position = line_positions(last);
-  const auto kp = pack(g, s, k, D, position);
+  pack(g, s, k, D, position, packed_keys);
 #pragma omp parallel
   {
     Scratch<A> sc(D, Dv);
@@ -390,7 +384,7 @@ void fused_forward(const Geometry<R>& g, const Shape& s, const A* q, const A* k,
       const int64_t x0 = (work / H) % chunks * kLineChunk, h = work % H;
       if (line != built) rows.build(g, line), built = line;
       const int64_t n_rows = static_cast<int64_t>(rows.token.size());
-      const A* keys = kp.get() + (b * H + h) * D * padded;
+      const A* keys = packed_keys + (b * H + h) * D * padded;
       const A* values = v + (b * n_tokens * H + h) * Dv;
       const A* bias = rpb ? rpb + h * rpb_row : nullptr;
       for (int64_t x = x0; x < std::min(length, x0 + kLineChunk); ++x) {
@@ -445,10 +439,11 @@ void fused_forward(const Geometry<R>& g, const Shape& s, const A* q, const A* k,
 // the forward's vector blocks, dS = P (dP - delta), then dQ gathered from the keys and dK, dV
 // scattered to them. Work is split by (batch, head), so a thread owns the dk, dv and bias
 // gradient it writes. All inputs heads-last in A; dk, dv accumulate in A; drpb is [B, H, bias_size].
+// packed_keys, packed_values: packed_size(s, N, D) and packed_size(s, N, Dv) elements.
 template <int R, typename T, typename A, int KB>
 void fused_backward(const Geometry<R>& g, const Shape& s, const A* q, const A* k, const A* v,
                     const A* rpb, const A* out, const A* dout, const A* lse, T* dq, A* dk, A* dv,
-                    A* drpb, A scale) {
+                    A* drpb, A scale, A* packed_keys, A* packed_values) {
   using Vec = simd::VecN<A, KB>;
   constexpr int W = simd::kLanes<Vec>;
   const int64_t n_tokens = g.tokens, H = s.heads, D = s.dim, Dv = s.dim_v;
@@ -457,7 +452,8 @@ void fused_backward(const Geometry<R>& g, const Shape& s, const A* q, const A* k
   const int64_t rpb_row = g.bias_size + kBiasPad;
   static_assert(kBiasPad >= W, "bias rows need a full vector of tail");
   const auto position = line_positions(last);
-  const auto kp = pack(g, s, k, D, position), vp = pack(g, s, v, Dv, position);
+  pack(g, s, k, D, position, packed_keys);
+  pack(g, s, v, Dv, position, packed_values);
 #pragma omp parallel
   {
     Scratch<A> sc(D, Dv);
@@ -465,8 +461,8 @@ void fused_backward(const Geometry<R>& g, const Shape& s, const A* q, const A* k
 #pragma omp for schedule(dynamic, 1)
     for (int64_t bh = 0; bh < s.batch * H; ++bh) {
       const int64_t b = bh / H, h = bh % H, head = b * n_tokens * H + h;
-      const A* keys = kp.get() + bh * D * padded;
-      const A* values = vp.get() + bh * Dv * padded;
+      const A* keys = packed_keys + bh * D * padded;
+      const A* values = packed_values + bh * Dv * padded;
       const A* bias = rpb ? rpb + h * rpb_row : nullptr;
       for (int64_t line = 0; line < lines; ++line) {
         rows.build(g, line);
