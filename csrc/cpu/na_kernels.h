@@ -43,8 +43,8 @@ inline void axpy(A* y, A alpha, const T* x, int64_t n) {
 // (and, for backward, values) are packed once per call as [B, H, D, P]: each line of the last
 // axis has its tokens ordered by dilation group, so a window row is a run of consecutive
 // positions and its scores for one query are sum_d q[d] * packed[d, run]: vector FMAs with q[d]
-// broadcast, W keys per vector (32-byte vectors, or 64-byte ones under AVX-512 when a row has
-// more keys than a 32-byte vector holds: with_key_width). Vectors are taken kBlock at a time
+// broadcast, W keys per vector (32-byte vectors, or 64-byte ones under AVX-512 where a row fills
+// as many of their lanes: with_key_width). Vectors are taken kBlock at a time
 // (their accumulators stay in registers across d); the softmax is online across blocks, and the
 // weighted values of a block are summed into an output kept in registers.
 
