@@ -101,14 +101,13 @@ def gate(baseline: Annotated[Path, typer.Option(help="The committed baseline res
     if baseline.is_dir():
         # The kind of machine: this one for a run made now, the current file's otherwise.
         if suite:
-            device_name = options.resolve_device(device)
+            suite_name, device_name = suite, options.resolve_device(device)
             key, value = _machine(device_name)
         else:
-            env = store.load(current).header.get("env", {})
-            device_name = env.get("device_kind", "cpu")
+            header = store.load(current).header
+            suite_name, device_name = header.get("suite"), header.get("env", {}).get("device_kind", "cpu")
             key = "gpu_name" if device_name == "cuda" else "cpu_model"
-            value = env.get(key)
-        suite_name = suite or store.load(current).header.get("suite")
+            value = header.get("env", {}).get(key)
         picked = _pick_baseline(baseline, suite_name, device_name, key, value)
         if picked is None:
             message = (f"no baseline in {baseline} was recorded on this kind of machine ({key} "
