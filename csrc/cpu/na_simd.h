@@ -32,8 +32,6 @@ using VecN = typename Lanes<A, Bytes>::V;
 template <typename A>
 using Vec = typename Lanes<A, 32>::V;
 template <typename A>
-using Mask = typename Lanes<A, 32>::M;
-template <typename A>
 constexpr int kWidth = Lanes<A, 32>::W;
 template <typename A>
 using Wide = typename Lanes<A, kWideBytes>::V;
