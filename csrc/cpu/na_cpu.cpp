@@ -81,6 +81,13 @@ std::optional<at::Tensor> contiguous(const std::optional<at::Tensor>& t) {
   return t->contiguous();
 }
 
+// The packed copy of a [B, N, H, dim] tensor for the fused kernels, from torch's allocator
+// (64-byte aligned) so that memory measurements see it.
+template <typename A>
+at::Tensor workspace(const Shape& shape, int64_t tokens, int64_t dim, const at::Tensor& like) {
+  return at::empty({packed_size<A>(shape, tokens, dim)}, like.options());
+}
+
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor> fused_forward_cpu(
@@ -98,8 +105,7 @@ std::tuple<at::Tensor, at::Tensor> fused_forward_cpu(
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q_.scalar_type(), "na_fused_forward", [&] {
       using A = acc_t<scalar_t>;
       const Shape shape = shape_of(q, v);
-      // torch's allocator (64-byte aligned): the workspace shows in memory measurements
-      at::Tensor packed_keys = at::empty({packed_size<A>(shape, g.tokens, shape.dim)}, q.options());
+      const at::Tensor packed_keys = workspace<A>(shape, g.tokens, shape.dim, q);
       with_key_width<A>(g.axes[R - 1].kernel, [&](auto bytes) {
         fused_forward<R, scalar_t, A, decltype(bytes)::value>(
             g, shape, q.data_ptr<A>(), k.data_ptr<A>(), v.data_ptr<A>(), maybe<A>(rpb),
@@ -131,8 +137,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::optional<at::Tensor>> fused_
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q_.scalar_type(), "na_fused_backward", [&] {
       using A = acc_t<scalar_t>;
       const Shape shape = shape_of(q, v);
-      at::Tensor packed_keys = at::empty({packed_size<A>(shape, g.tokens, shape.dim)}, q.options());
-      at::Tensor packed_values = at::empty({packed_size<A>(shape, g.tokens, shape.dim_v)}, q.options());
+      const at::Tensor packed_keys = workspace<A>(shape, g.tokens, shape.dim, q);
+      const at::Tensor packed_values = workspace<A>(shape, g.tokens, shape.dim_v, q);
       with_key_width<A>(g.axes[R - 1].kernel, [&](auto bytes) {
         fused_backward<R, scalar_t, A, decltype(bytes)::value>(
             g, shape, q.data_ptr<A>(), k.data_ptr<A>(), v.data_ptr<A>(), maybe<A>(rpb),

@@ -190,7 +190,6 @@ QueryWindow query_window(const Axis& last, const std::vector<int64_t>& position,
 // its lanes are keys. W: lanes per vector.
 template <typename A, int R, int W>
 struct Block {
-  static constexpr int kLanes = W;
   int count;
   std::array<const A*, kBlock> keys, values;
   std::array<int64_t, kBlock> token, bias, valid;
@@ -270,7 +269,8 @@ inline void vector_pieces(int64_t dim, Fn&& fn) {
 
 // A block's keys as runs: vector j of the block has blk.valid[j] keys, the t-th at row
 // (blk.token[j] + t * dilation) * row_stride of a heads-last tensor (base already at the head),
-// with weight w[j * kWidth + t]. The AV-like products walk these runs directly.
+// with weight w[j * KW + t] (KW: the block's lanes per vector). The AV-like products walk these
+// runs directly.
 
 // y[0:dim] += sum over the block's keys of weight * base[key row][0:dim].
 template <typename A, int R, int KW>

@@ -11,8 +11,8 @@
 namespace natbench {
 namespace simd {
 
-// Two widths: Vec (32 bytes) runs across keys, where a window row of K <= 8 keys already fills
-// most of it; Wide (64 bytes where AVX-512 is the target, else 32) runs along the head dim.
+// Vec (32 bytes) and VecN<A, 64> run across a window row's keys (the kernels pick the width per
+// call); Wide (64 bytes where AVX-512 is the target, else 32) runs along the head dim.
 #if defined(__AVX512F__)
 constexpr int kWideBytes = 64;
 #else
@@ -57,20 +57,22 @@ inline auto splat(A x) {
   return x - std::conditional_t<std::is_void_v<V>, Vec<A>, V>{};  // x - 0 folds to a broadcast
 }
 
-// A vector type's lane type, lane count and mask type.
+// A vector type's lane type, its Lanes, lane count and mask type.
 template <typename V>
 using Elem = std::remove_cv_t<std::remove_reference_t<decltype(std::declval<V>()[0])>>;
 template <typename V>
-constexpr int kLanes = sizeof(V) / sizeof(Elem<V>);
+using LanesOf = Lanes<Elem<V>, sizeof(V)>;
 template <typename V>
-using MaskOf = typename Lanes<Elem<V>, sizeof(V)>::M;
+constexpr int kLanes = LanesOf<V>::W;
+template <typename V>
+using MaskOf = typename LanesOf<V>::M;
 
 // Lanes [0, count) of a V set.
 template <typename V>
 inline MaskOf<V> first_lanes(int64_t count) {
   MaskOf<V> index;
   for (int t = 0; t < kLanes<V>; ++t) index[t] = t;
-  return index < static_cast<typename Lanes<Elem<V>, sizeof(V)>::I>(count);
+  return index < static_cast<typename LanesOf<V>::I>(count);
 }
 
 // Transposes a square of vectors in place: r[i][j] becomes r[j][i] (unpack, then pair, then

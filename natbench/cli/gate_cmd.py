@@ -53,15 +53,20 @@ def _check_setups(baseline, current, normalize: bool, force: bool) -> None:
                            f"setups: {'; '.join(differ)}{hint}; pass --force to gate anyway.")
 
 
-def _machine(device: str) -> tuple[str, str | None]:
-    """This machine's kind as a baseline header names it: (header key, value)."""
+def _kind_key(device: str) -> str:
+    """The header key that names a machine's kind for runs on `device`."""
+    return "gpu_name" if device == "cuda" else "cpu_model"
+
+
+def _this_machine(device: str) -> str | None:
+    """This machine's kind, as a header's `_kind_key(device)` names it."""
     if device == "cuda":
         import torch
 
-        return "gpu_name", torch.cuda.get_device_name() if torch.cuda.is_available() else None
+        return torch.cuda.get_device_name() if torch.cuda.is_available() else None
     from natbench.env import cpu_model
 
-    return "cpu_model", cpu_model()
+    return cpu_model()
 
 
 def _pick_baseline(directory: Path, suite: str | None, device: str, key: str,
@@ -102,11 +107,12 @@ def gate(baseline: Annotated[Path, typer.Option(help="The committed baseline res
         # The kind of machine: this one for a run made now, the current file's otherwise.
         if suite:
             suite_name, device_name = suite, options.resolve_device(device)
-            key, value = _machine(device_name)
+            key = _kind_key(device_name)
+            value = _this_machine(device_name)
         else:
             header = store.load(current).header
             suite_name, device_name = header.get("suite"), header.get("env", {}).get("device_kind", "cpu")
-            key = "gpu_name" if device_name == "cuda" else "cpu_model"
+            key = _kind_key(device_name)
             value = header.get("env", {}).get(key)
         picked = _pick_baseline(baseline, suite_name, device_name, key, value)
         if picked is None:
