@@ -5,6 +5,13 @@ clamped because FlexAttention also evaluates score_mod on masked entries of part
 Block masks are cached per geometry; the compiled kernel is cached by torch.compile per shape.
 The first call of a case compiles: the runner reports it apart from the timed calls.
 
+The mask_mod takes the kernel size as a 0-d tensor it captures, not as a Python int: torch.compile
+makes a captured int a constant of the kernel and recompiles for every value (5-6 s each on a
+2-core CPU: a kernel-size sweep spent most of its time compiling), while a captured tensor is an
+input, so one compiled kernel serves every kernel size of a shape (on the CPU its latency matched
+the int-specialized kernel's within 2% at K = 3..31). Dilation, stride and the RPB score_mod's
+kernel size stay ints: a case with RPB, or a new dilation or stride, still compiles once per value.
+
 torch.compile recompiles flex_attention for every new shape, so this module raises dynamo's
 recompile limit and makes hitting it an error: a silent fall-back to the uncompiled path would
 report eager times as Flex times.
@@ -33,13 +40,17 @@ def _compiled_flex():
     return torch.compile(flex_attention, dynamic=False)
 
 
-def _axes(geometry: NAGeometry):
-    """Per axis: (length, token stride, kernel, dilation, stride, causal), first axis first."""
+def _axes(geometry: NAGeometry, kernel_device=None):
+    """Per axis: (length, token stride, kernel, dilation, stride, causal), first axis first; the
+    kernel a 0-d tensor on `kernel_device` when one is given (see the module's docstring)."""
     axes, token_stride = [], 1
-    for params in reversed(list(zip(geometry.resolution, geometry.kernel_size, geometry.dilation,
-                                    geometry.stride, geometry.is_causal))):
-        axes.append((params[0], token_stride, *params[1:]))
-        token_stride *= params[0]
+    for length, kernel, *rest in reversed(list(zip(
+            geometry.resolution, geometry.kernel_size, geometry.dilation, geometry.stride,
+            geometry.is_causal))):
+        if kernel_device is not None:
+            kernel = torch.tensor(kernel, device=kernel_device)
+        axes.append((length, token_stride, kernel, *rest))
+        token_stride *= length
     return axes[::-1]
 
 
@@ -78,8 +89,8 @@ def _coordinate(flat, length, token_stride, first_axis):
     return flat if first_axis else flat % length
 
 
-def na_mask_mod(geometry: NAGeometry):
-    axes = _axes(geometry)
+def na_mask_mod(geometry: NAGeometry, device):
+    axes = _axes(geometry, kernel_device=device)
 
     def mask_mod(b, h, q_idx, kv_idx):
         allowed = None
@@ -119,7 +130,7 @@ def block_mask(geometry: NAGeometry, device: str):
     from torch.nn.attention.flex_attention import create_block_mask
 
     n = geometry.tokens
-    return create_block_mask(na_mask_mod(geometry), None, None, n, n, device=device,
+    return create_block_mask(na_mask_mod(geometry, device), None, None, n, n, device=device,
                              _compile=True)
 
 
@@ -145,20 +156,21 @@ class FlexBackend(Backend):
             return "FlexAttention on the CPU runs float32, bfloat16 and float16 only."
         return None
 
-    def _run(self, qh, kh, vh, case, rpb, scale):
-        score_mod = None if rpb is None else rpb_score_mod(case.geometry, rpb)
+    def _run(self, qh, kh, vh, case, score_mod, scale):
         return _compiled_flex()(qh, kh, vh, score_mod=score_mod,
                                 block_mask=block_mask(case.geometry, str(qh.device)),
                                 scale=default_scale(qh.shape[-1], scale))
 
     def forward(self, q, k, v, case, rpb=None, scale=None):
-        out = self._run(*(heads_first(t) for t in (q, k, v)), case, rpb, scale)
+        score_mod = None if rpb is None else rpb_score_mod(case.geometry, rpb)
+        out = self._run(*(heads_first(t) for t in (q, k, v)), case, score_mod, scale)
         return out.transpose(1, 2).reshape(*q.shape[:-1], v.shape[-1])
 
     def bind(self, case, q, k, v, rpb=None, scale=None):
         qh, kh, vh = (heads_first(t).contiguous().detach().requires_grad_(t.requires_grad)
                       for t in (q, k, v))
-        block_mask(case.geometry, str(q.device))  # built outside timing
-        return Bound(fn=lambda: self._run(qh, kh, vh, case, rpb, scale),
+        block_mask(case.geometry, str(q.device))  # built outside timing, like the score_mod
+        score_mod = None if rpb is None else rpb_score_mod(case.geometry, rpb)
+        return Bound(fn=lambda: self._run(qh, kh, vh, case, score_mod, scale),
                      unpack=lambda out: out.transpose(1, 2).reshape(*q.shape[:-1], v.shape[-1]),
                      leaves=[t for t in (qh, kh, vh, rpb) if t is not None])
