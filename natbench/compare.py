@@ -7,8 +7,8 @@ runs (`natbench compare a.jsonl b.jsonl`).
 
 The verdict follows pyperf and asv: a difference is reported only when it is significant on the
 kept samples (two-sided Mann-Whitney U, alpha 0.05) AND the ratio's 95% CI excludes 1. The
-ratio's CI is built from the two medians' CIs (which span the run's rounds, so drift of the
-machine widens it): [B low / A high, B high / A low], conservative. A pair that did not run on
+ratio's CI is built from the two medians' CIs (estimated from the run's rounds, so drift of
+the machine widens them): [B low / A high, B high / A low], conservative. A pair that did not run on
 both sides, or whose answer was wrong, is "unknown", never a win.
 """
 
@@ -32,15 +32,16 @@ class Verdict:
     p_value: float
 
 
-def decide(a_samples, b_samples, a_ci=None, b_ci=None, alpha: float = ALPHA) -> Verdict:
+def decide(a_samples, b_samples, a_ci=None, b_ci=None, alpha: float = ALPHA,
+           medians: tuple[float, float] | None = None) -> Verdict:
     """B against A from their samples: ratio of medians B/A, its CI, the test, the verdict.
 
-    `a_ci`/`b_ci` default to each side's own CI of the median; rows pass the CI that spans their
-    rounds.
+    `a_ci`/`b_ci` and `medians` default to each side's own median and CI of its samples; rows
+    pass theirs, estimated from their rounds.
     """
     a_ci = a_ci or median_ci(a_samples)
     b_ci = b_ci or median_ci(b_samples)
-    a_median, b_median = quantile(a_samples, 0.5), quantile(b_samples, 0.5)
+    a_median, b_median = medians or (quantile(a_samples, 0.5), quantile(b_samples, 0.5))
     ratio = b_median / a_median
     low, high = b_ci[0] / a_ci[1], b_ci[1] / a_ci[0]
     p = mann_whitney_p(a_samples, b_samples)
@@ -147,7 +148,8 @@ def judge(pair: Pair, a_name: str, b_name: str) -> Pair:
     a, b = pair.a, pair.b
     v = decide(a["samples_s"], b["samples_s"],
                (a["latency_ms_ci_low"] * 1e-3, a["latency_ms_ci_high"] * 1e-3),
-               (b["latency_ms_ci_low"] * 1e-3, b["latency_ms_ci_high"] * 1e-3))
+               (b["latency_ms_ci_low"] * 1e-3, b["latency_ms_ci_high"] * 1e-3),
+               medians=(a["latency_ms_median"] * 1e-3, b["latency_ms_median"] * 1e-3))
     pair.verdict, pair.ratio, pair.ratio_low, pair.ratio_high, pair.p_value = (
         v.verdict, v.ratio, v.ratio_low, v.ratio_high, v.p_value)
     if a.get("peak_memory_bytes") and b.get("peak_memory_bytes") is not None:

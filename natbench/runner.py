@@ -19,7 +19,7 @@ from natbench.case import Case
 from natbench.dtypes import tolerance, torch_dtype
 from natbench.errors import InvalidProblemError
 from natbench.memory import peak_bytes
-from natbench.stats import latency_fields, median_ci, summarize
+from natbench.stats import latency_fields, median_interval, quantile
 from natbench.suite import Point
 from natbench.timing import TimingPolicy, cpu_sampler, cuda_sampler, sample_adaptively
 
@@ -173,21 +173,28 @@ def _measure(case: Case, backend, context: RunContext, timed: bool) -> dict:
         result.update(status="timeout", reason=f"one call took {probe:.2f} s, over the "
                       f"{policy.max_time_s:g} s budget; raise --max-time to measure it fully")
         return result
-    timing = sample_adaptively(sampler, policy.per_round())
-    result.update(samples_s=timing.samples, stop=timing.stop, threads=torch.get_num_threads())
+    planned = policy.rounds_for(probe)
+    timing = sample_adaptively(sampler, policy.per_round(planned, warm_call_s=probe))
+    result.update(samples_s=timing.samples, stop=timing.stop, threads=torch.get_num_threads(),
+                  rounds_planned=planned)
     return result
 
 
-def time_again(point: Point, backend_name: str, context: RunContext) -> dict:
-    """A later round of a pair whose first round was ok: bind again, warm up, sample."""
+def time_again(point: Point, backend_name: str, context: RunContext, planned: int) -> dict:
+    """A later round (of `planned`) of a pair whose first round was ok: bind again, warm up,
+    sample."""
     case, backend = point.case, get_backend(backend_name)
     try:
         bound = backend.bind(case, *make_inputs(case, context.seed))
+        begin = time.perf_counter()
         out = bound.fn() if case.needs_backward else _no_grad(bound.fn)
+        if case.device == "cuda":
+            torch.cuda.synchronize()
+        warm_call_s = time.perf_counter() - begin
         setup, call = _pass_callables(bound, case, out)
         del out
         sampler = (cuda_sampler if case.device == "cuda" else cpu_sampler)(call, setup)
-        timing = sample_adaptively(sampler, context.policy.per_round())
+        timing = sample_adaptively(sampler, context.policy.per_round(planned, warm_call_s))
         return {"status": "ok", "samples_s": timing.samples, "stop": timing.stop}
     except Exception as error:
         status = "oom" if _is_oom(error) else "error"
@@ -202,14 +209,15 @@ def _no_grad(fn):
 def merge_rounds(rounds: list[dict], context: RunContext) -> dict:
     """The result row of a pair from its rounds (the first carries checks and memory).
 
-    The median and percentiles come from the rounds' samples pooled with one weight per round
-    (stats.equal_weight: a noisy round, which the adaptive sampler keeps sampling, does not
-    outvote the others); the 95% CI spans every round's own CI of its median, so drift of the
-    machine between rounds (minutes apart) widens it instead of hiding behind many correlated
-    samples.
+    The rounds, spread over the whole run, are the row's independent draws of the machine's
+    state: the median is the median of the round medians and the 95% CI is built from them
+    (stats.median_interval), so drift and noisy episodes of the machine between rounds widen the
+    CI instead of hiding behind many correlated samples of one moment. The other latency fields
+    come from the rounds' samples pooled with one weight per round (stats.equal_weight: a noisy
+    round, which the adaptive sampler samples longest, does not outvote the others).
     """
     first = rounds[0]
-    row = {k: v for k, v in first.items() if k != "round"}
+    row = {k: v for k, v in first.items() if k not in ("round", "started_at", "round_s")}
     row["record"] = "row"
     if first["status"] != "ok":  # skipped, error, oom, or a timeout with its one sample
         return row
@@ -218,18 +226,19 @@ def merge_rounds(rounds: list[dict], context: RunContext) -> dict:
         return {**row, "status": failed[0]["status"], "reason": failed[0]["reason"]}
     case = Case.from_record(first)
     samples = [r["samples_s"] for r in rounds]
-    intervals = [median_ci(r["samples_s"]) for r in rounds]
-    ci = (min(low for low, _ in intervals), max(high for _, high in intervals))
     stop = ",".join(sorted({r["stop"] for r in rounds}))
-    row.update(_timing_fields(samples, stop, case, first["op"], context, ci))
-    row["rounds"] = len(rounds)
-    row["round_medians_ms"] = [summarize(r["samples_s"]).median * 1e3 for r in rounds]
+    medians = [quantile(r["samples_s"], 0.5) for r in rounds]
+    over = "rounds" if len(rounds) > 1 else "samples"  # one round: its samples are the draws
+    median, low, high, method = median_interval(medians if len(rounds) > 1 else samples[0])
+    row.update(_timing_fields(samples, stop, case, first["op"], context, (low, high), median),
+               ci_method=f"{over}/{method}", rounds=len(rounds),
+               round_medians_ms=[m * 1e3 for m in medians])
     return row
 
 
 def _timing_fields(samples: list[list[float]], stop: str, case: Case, op: str, context: RunContext,
-                   ci: tuple[float, float] | None = None) -> dict:
-    fields = latency_fields(samples, ci)
+                   ci: tuple[float, float] | None = None, median: float | None = None) -> dict:
+    fields = latency_fields(samples, ci, median)
     flops = case.flops(op)
     tflops = flops / (fields["latency_ms_median"] * 1e-3) / 1e12
     calibration = context.calibrations.get((case.device, case.dtype))

@@ -3,6 +3,8 @@ results file, and what the user sees. Used by `run` (and `compare`)."""
 
 from __future__ import annotations
 
+import random
+import time
 from pathlib import Path
 
 from natbench import store
@@ -41,7 +43,7 @@ def execute(suite: Suite, points: list[Point], backends: list[str], device: str,
             context.calibrations = writer.calibrations
             with sink.progress(len(todo) * policy.rounds) as advance:
                 for round_ in range(policy.rounds):
-                    for point, backend in todo:
+                    for point, backend in round_order(todo, round_):
                         row = _step(point, backend, round_, writer, context)
                         if row is not None:
                             rows.append(row)
@@ -66,24 +68,60 @@ def _step(point: Point, backend: str, round_: int, writer: store.ResultsWriter, 
     """Measure one round of a pair (unless it is on disk already); returns its row when done.
 
     Rounds are interleaved over the whole suite: round 2 of the first case runs minutes after
-    round 1, so the machine's drift shows in the spread between rounds.
+    round 1, so the machine's drift shows in the spread between rounds. A pair too slow for every
+    round within its time budget (TimingPolicy.rounds_for) has its rounds spread evenly from the
+    first to the last.
     """
     from natbench.runner import merge_rounds, run_pair, time_again
 
     key = (point.case.key, backend)
     rounds = writer.rounds.setdefault(key, [])
-    if key in writer.done or round_ < len(rounds):
+    if key in writer.done or any(r["round"] == round_ for r in rounds):
         return None
-    record = run_pair(point, backend, context) if round_ == 0 else \
-        {**rounds[0], **time_again(point, backend, context)}
-    record.update(record="round", round=round_)
+    total = context.policy.rounds
+    planned = min(rounds[0].get("rounds_planned", total), total) if rounds else total
+    if rounds and round_ not in scheduled_rounds(planned, total):
+        return None
+    started_at = time.time()
+    begin = time.perf_counter()
+    record = run_pair(point, backend, context) if not rounds else \
+        {**rounds[0], **time_again(point, backend, context, planned)}
+    record.update(record="round", round=round_, started_at=started_at,
+                  round_s=time.perf_counter() - begin)
     writer.write(record)
     rounds.append(record)
-    if record["status"] != "ok" or len(rounds) == context.policy.rounds:
+    planned = min(record.get("rounds_planned", total), total) if len(rounds) == 1 else planned
+    if record["status"] != "ok" or len(rounds) >= planned:
         row = merge_rounds(rounds, context)
         writer.write(row)
         return row
     return None
+
+
+def round_order(todo: list[tuple[Point, str]], round_: int) -> list[tuple[Point, str]]:
+    """The pairs in the order one round measures them: the suite's order in round 0, then the
+    cases shuffled (seeded by the round, so a resumed run repeats it), each case's backends kept
+    together. A host disturbance that recurs at about the period of a round would otherwise hit
+    the same cases in every round (Google Benchmark's random interleaving avoids the same
+    aliasing); keeping a case's backends adjacent keeps them measured in the same machine state,
+    which `compare` relies on."""
+    if round_ == 0:
+        return todo
+    cases: dict[str, list[tuple[Point, str]]] = {}
+    for pair in todo:
+        cases.setdefault(pair[0].case.key, []).append(pair)
+    groups = list(cases.values())
+    random.Random(round_).shuffle(groups)
+    return [pair for group in groups for pair in group]
+
+
+def scheduled_rounds(planned: int, total: int) -> set[int]:
+    """Which of `total` rounds a pair with `planned` rounds runs in: evenly from first to last."""
+    if planned >= total:
+        return set(range(total))
+    if planned == 1:
+        return {0}
+    return {round(i * (total - 1) / (planned - 1)) for i in range(planned)}
 
 
 def report(rows: list[dict], backends: list[str], title: str, sink: Sink) -> None:

@@ -43,6 +43,34 @@ def median_ci(samples: Sequence[float], confidence: float = 0.95) -> tuple[float
     return ordered[j - 1], ordered[n - j]
 
 
+def median_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float, str]:
+    """(median, ci_low, ci_high, method) of independent positive values: a row's round medians
+    (the rounds, minutes apart, are its independent draws of the machine's state; samples of one
+    burst are not), or the samples of a row measured in one round.
+
+    With 6 or more values the interval is median_ci's order statistics (`order-statistics`).
+    Fewer cannot reach 95% without assuming a distribution: the interval is then Student's t on
+    the logs (`log-t`: latencies are positive and skewed), widened to contain the median if it
+    must be. One value has no spread to estimate (`single`: the point).
+    """
+    n = len(values)
+    if n == 0:
+        raise ValueError("median of no values")
+    middle = quantile(values, 0.5)
+    if n >= 6:
+        low, high = median_ci(values, confidence)
+        return middle, low, high, "order-statistics"
+    if n == 1:
+        return middle, middle, middle, "single"
+    from scipy.stats import t
+
+    logs = [math.log(v) for v in values]
+    mean = sum(logs) / n
+    sd = math.sqrt(sum((x - mean) ** 2 for x in logs) / (n - 1))
+    half = float(t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
+    return middle, min(math.exp(mean - half), middle), max(math.exp(mean + half), middle), "log-t"
+
+
 @dataclass(frozen=True)
 class Summary:
     n: int
@@ -83,16 +111,19 @@ def equal_weight(groups: Sequence[Sequence[float]]) -> list[float]:
     return [quantile(g, (i + 0.5) / size) for g in groups for i in range(size)]
 
 
-def latency_fields(groups: Sequence[Sequence[float]], ci: tuple[float, float] | None = None) -> dict:
+def latency_fields(groups: Sequence[Sequence[float]], ci: tuple[float, float] | None = None,
+                   median: float | None = None) -> dict:
     """The latency fields of a result row from its samples (seconds), in one group per round or
     repeat: counts and every raw sample, the summary in ms with each group weighted equally, and
-    the 95% CI of the median (its own, or `ci` when the caller spans rounds or repeats)."""
+    the median with its 95% CI (their own, or `median` and `ci` when the caller estimates them
+    from the groups)."""
     raw = [s for g in groups for s in g]
     summary = summarize(equal_weight(groups) if len(groups) > 1 else raw)
     ci_low, ci_high = ci or (summary.ci_low, summary.ci_high)
     return {
         "samples": len(raw), "samples_s": raw,
-        "latency_ms_median": summary.median * 1e3, "latency_ms_mean": summary.mean * 1e3,
+        "latency_ms_median": (summary.median if median is None else median) * 1e3,
+        "latency_ms_mean": summary.mean * 1e3,
         "latency_ms_min": summary.min * 1e3, "latency_ms_p10": summary.p10 * 1e3,
         "latency_ms_p90": summary.p90 * 1e3, "latency_ms_iqr": summary.iqr * 1e3,
         "latency_ms_ci_low": ci_low * 1e3, "latency_ms_ci_high": ci_high * 1e3,

@@ -21,21 +21,37 @@ SampleBatch = Callable[[int], list[float]]  # n -> n durations in seconds
 
 @dataclass(frozen=True)
 class TimingPolicy:
-    warmup_s: float = 0.05
+    warmup_s: float = 0.025  # per round
     min_samples: int = 5
     min_time_s: float = 0.1
     max_time_s: float = 1.0
     max_samples: int = 2000
     noise_target: float = 0.02
-    # Each case is measured in this many rounds spread over the whole run (see session.py);
-    # the time budgets above are split across them.
-    rounds: int = 3
+    # Each pair is measured in this many rounds spread over the whole run (see session.py), the
+    # time budgets above split across them. The rounds are a row's independent draws of the
+    # machine's state, and its CI comes from their medians (stats.median_interval): with 8 it is
+    # their full range (99.2% coverage), wide enough that two runs' medians fall in each other's
+    # CI for over 90% of rows when rounds are independent (an exact 95% CI would give ~83%);
+    # tests/unit/test_stats.py checks both on synthetic rounds.
+    rounds: int = 8
 
-    def per_round(self) -> TimingPolicy:
+    def rounds_for(self, call_s: float) -> int:
+        """The rounds a pair whose one call takes `call_s` gets: every round, unless one sample
+        per round would overrun max_time_s (the hard budget); then as many as fit, at least 1."""
+        if call_s <= 0:
+            return self.rounds
+        return max(1, min(self.rounds, int(self.max_time_s // call_s)))
+
+    def per_round(self, rounds: int | None = None, warm_call_s: float = 0.0) -> TimingPolicy:
+        """The policy of one of `rounds` rounds (default: all of them). `warm_call_s`: an untimed
+        call that just ran; one at least as long as the warm-up is the warm-up (a slow call
+        would otherwise be run once more for nothing)."""
         from dataclasses import replace
 
-        return replace(self, min_time_s=self.min_time_s / self.rounds,
-                       max_time_s=self.max_time_s / self.rounds, rounds=1)
+        rounds = rounds or self.rounds
+        return replace(self, min_time_s=self.min_time_s / rounds,
+                       max_time_s=self.max_time_s / rounds, rounds=1,
+                       warmup_s=0.0 if warm_call_s >= self.warmup_s else self.warmup_s)
 
 
 @dataclass(frozen=True)
@@ -49,7 +65,7 @@ def sample_adaptively(sample_batch: SampleBatch, policy: TimingPolicy,
                       clock: Callable[[], float] = time.perf_counter) -> Timing:
     start = clock()
     warmup_calls = 0
-    while warmup_calls == 0 or clock() - start < policy.warmup_s:
+    while policy.warmup_s > 0 and (warmup_calls == 0 or clock() - start < policy.warmup_s):
         sample_batch(1)
         warmup_calls += 1
     samples: list[float] = []
@@ -65,9 +81,12 @@ def sample_adaptively(sample_batch: SampleBatch, policy: TimingPolicy,
         if (len(samples) >= policy.min_samples and elapsed >= policy.min_time_s
                 and summarize(samples).relative_ci <= policy.noise_target):
             return Timing(samples, warmup_calls, "converged")
-        # Grow batches while calls are short, but never past the time that is left.
+        # Grow batches while calls are short, but never past the time that is left: a call that
+        # is expected not to fit in it is not started (max_time_s is a hard budget).
         per_call = elapsed / len(samples)
         left = policy.max_time_s - elapsed
+        if per_call > left:
+            return Timing(samples, warmup_calls, "max-time")
         batch = max(1, min(2 * batch, int(left / per_call) if per_call > 0 else 2 * batch, 64))
 
 

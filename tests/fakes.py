@@ -73,7 +73,28 @@ class PlantedBackend(Backend):
         return type(inner)(fn=fn, unpack=inner.unpack, leaves=inner.leaves)
 
 
+class SlowBackend(Backend):
+    """Correct (the reference's answer) and slow: every call takes at least SLOW_CALL_S, for the
+    rounds a pair gets when one sample per round would overrun the time budget."""
+
+    name = "test-slow"
+    summary = "reference NA, at least SLOW_CALL_S per call"
+    caps = Capabilities()
+
+    def forward(self, q, k, v, case, rpb=None, scale=None):
+        from natbench.backends import reference
+
+        begin = time.perf_counter()
+        out = reference.neighborhood(q, k, v, case, rpb)
+        time.sleep(max(0.0, SLOW_CALL_S - (time.perf_counter() - begin)))
+        return out
+
+
+SLOW_CALL_S = 0.03
+
+
 REGISTRY = {
+    "test-slow": ("tests.fakes", "SlowBackend"),
     "test-planted": ("tests.fakes", "PlantedBackend"),
     "test-wrong": ("tests.fakes", "WrongBackend"),
     "test-raising": ("tests.fakes", "RaisingBackend"),

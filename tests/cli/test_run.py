@@ -43,6 +43,25 @@ def test_rounds_option_sets_the_rounds_of_every_row(cli, tmp_path):
     assert cli("run", *FAST, "--rounds", "0")[0] == 2
 
 
+def test_a_slow_pair_gets_the_rounds_its_budget_holds_spread_over_the_run(cli, tmp_path, fake_backends):
+    # one call of test-slow takes 30 ms: 2 one-sample rounds fit in 0.08 s, so of 5 rounds it
+    # runs the first and the last, while torch runs all 5
+    out = tmp_path / "r.jsonl"
+    code, _, stderr = cli("run", *CASE, "--backend", "test-slow,torch", "--max-time", "0.08",
+                          "--rounds", "5", "--out", out)
+    assert code == 0, stderr
+    results = store.load(out)
+    rounds = {b: [r["round"] for r in results.rounds if r["backend"] == b] for b in ("test-slow", "torch")}
+    assert rounds == {"test-slow": [0, 4], "torch": [0, 1, 2, 3, 4]}
+    rows = {r["backend"]: r for r in results.rows}
+    assert rows["test-slow"]["rounds"] == 2 and rows["test-slow"]["ci_method"] == "rounds/log-t"
+    assert rows["torch"]["rounds"] == 5 and rows["test-slow"]["check"] == "pass"
+    assert sum(rows["test-slow"]["samples_s"]) <= 0.08 + 0.03  # the budget, within one call
+    assert all(r["round_s"] > 0 and r["started_at"] > 0 for r in results.rounds)
+    starts = [r["started_at"] for r in results.rounds]
+    assert starts == sorted(starts)
+
+
 def test_json_prints_only_json_rows(cli, tmp_path):
     code, stdout, _ = cli("run", *FAST, "--backend", "torch", "--json", "--out", tmp_path / "r.jsonl")
     assert code == 0

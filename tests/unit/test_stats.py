@@ -1,10 +1,12 @@
 """Statistics on synthetic samples."""
 
+import math
 import random
 
 import pytest
 
-from natbench.stats import equal_weight, median_ci, quantile, summarize
+from natbench.stats import equal_weight, median_interval, median_ci, quantile, summarize
+from natbench.timing import TimingPolicy
 
 
 def test_quantile_interpolates_like_numpy():
@@ -47,3 +49,37 @@ def test_equal_weight_gives_every_group_the_smallest_groups_size():
     assert sum(x < 15 for x in pooled) == 20
     # a group is represented by its own quantiles: its median survives the thinning
     assert abs(quantile(pooled[:20], 0.5) - quantile(big, 0.5)) < 0.2
+
+
+def _lognormal_rounds(rng, n, spread=0.1):
+    """n round medians of a machine whose state varies between rounds by `spread` (log sd)."""
+    return [math.exp(rng.gauss(0, spread)) for _ in range(n)]
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 6, 7, 10])
+def test_median_interval_covers_the_true_median_at_least_95_percent(n):
+    rng = random.Random(100 + n)
+    trials = [median_interval(_lognormal_rounds(rng, n)) for _ in range(2000)]
+    assert all(low <= median <= high for median, low, high, _ in trials)
+    assert sum(low <= 1.0 <= high for _, low, high, _ in trials) / 2000 >= 0.94
+    assert {method for *_, method in trials} == {"order-statistics" if n >= 6 else "log-t"}
+
+
+def test_median_interval_of_the_default_rounds_agrees_between_runs_90_percent():
+    # issue 3's reproducibility criterion on a synthetic machine: two runs of the default rounds
+    # each, each run's median inside the other's CI, for at least 90% of rows
+    rng, rounds = random.Random(7), TimingPolicy().rounds
+    agree = 0
+    for _ in range(2000):
+        a, b = (median_interval(_lognormal_rounds(rng, rounds)) for _ in range(2))
+        agree += a[1] <= b[0] <= a[2] and b[1] <= a[0] <= b[2]
+    assert agree / 2000 >= 0.9
+
+
+def test_median_interval_edge_cases():
+    assert median_interval([2.0]) == (2.0, 2.0, 2.0, "single")
+    assert median_interval([2.0, 2.0, 2.0]) == (2.0, 2.0, 2.0, "log-t")
+    median, low, high, _ = median_interval([1.0, 3.0, 2.0, 5.0, 4.0, 6.0, 7.0])
+    assert (median, low, high) == (4.0, 1.0, 7.0)
+    with pytest.raises(ValueError):
+        median_interval([])

@@ -79,10 +79,13 @@ def test_every_schema_version_on_file_still_loads():
         assert all(r["status"] in ("ok", "skipped", "error", "oom", "timeout") for r in results.rows)
 
 
-def test_merge_rounds_pools_samples_and_spans_every_rounds_ci():
+def test_merge_rounds_estimates_from_the_round_medians():
+    import math
+
+    from scipy.stats import t
+
     from natbench.case import Case
     from natbench.runner import RunContext, merge_rounds
-    from natbench.stats import median_ci
     from natbench.timing import TimingPolicy
 
     case = Case.build(2, 1, 1, 8, 8, 3)
@@ -93,10 +96,23 @@ def test_merge_rounds_pools_samples_and_spans_every_rounds_ci():
              {**first, "round": 2, "samples_s": [1.1, 1.11, 1.09, 1.1, 1.12, 1.08]}]
     row = merge_rounds([first, *later], RunContext(TimingPolicy()))
     assert row["record"] == "row" and row["samples"] == 18 and row["rounds"] == 3
-    # a drifting machine: the CI spans the lowest and the highest round, not the pooled samples
-    assert row["latency_ms_ci_low"] == median_ci(first["samples_s"])[0] * 1e3
-    assert row["latency_ms_ci_high"] == median_ci(later[0]["samples_s"])[1] * 1e3
     assert row["round_medians_ms"] == [1000.0, 1200.0, 1100.0]
+    assert row["latency_ms_median"] == 1100.0  # the median round
+    # a drifting machine: three rounds give Student's t on the log round medians, far wider than
+    # the CI of the 18 pooled samples would be
+    logs = [math.log(m) for m in (1.0, 1.2, 1.1)]
+    mean = sum(logs) / 3
+    half = t.ppf(0.975, 2) * math.sqrt(sum((x - mean) ** 2 for x in logs) / 2) / math.sqrt(3)
+    assert row["ci_method"] == "rounds/log-t"
+    assert row["latency_ms_ci_low"] == pytest.approx(math.exp(mean - half) * 1e3)
+    assert row["latency_ms_ci_high"] == pytest.approx(math.exp(mean + half) * 1e3)
+    assert row["latency_ms_ci_low"] < 1000 and row["latency_ms_ci_high"] > 1200
+    # seven rounds: the order statistics of their medians, here their full range (98.4%)
+    seven = [{**first, "round": i, "samples_s": [1.0 + 0.01 * i] * 6} for i in range(7)]
+    row = merge_rounds(seven, RunContext(TimingPolicy()))
+    assert row["ci_method"] == "rounds/order-statistics" and row["rounds"] == 7
+    assert (row["latency_ms_ci_low"], row["latency_ms_median"], row["latency_ms_ci_high"]) == \
+        pytest.approx((1000.0, 1030.0, 1060.0))
     failed = merge_rounds([first, {**later[0], "status": "error", "reason": "boom"}], RunContext(TimingPolicy()))
     assert failed["status"] == "error" and failed["reason"] == "boom"
     # a noisy round that the sampler kept sampling (ten times the samples) does not outvote two
@@ -105,3 +121,4 @@ def test_merge_rounds_pools_samples_and_spans_every_rounds_ci():
     row = merge_rounds([noisy, *later], RunContext(TimingPolicy()))
     assert row["samples"] == 72 and len(row["samples_s"]) == 72
     assert 1.1e3 <= row["latency_ms_median"] <= 1.23e3
+    assert row["latency_ms_p10"] < 1.2e3 and row["latency_ms_p90"] >= 3e3  # the pooled spread

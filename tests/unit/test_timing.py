@@ -47,7 +47,15 @@ def test_noisy_samples_stop_at_the_hard_maximum():
                           noise_target=0.001)
     timing = sample_adaptively(fake_sampler(clock, durations), policy, clock)
     assert timing.stop == "max-time"
-    assert sum(timing.samples) >= 0.5 and sum(timing.samples) < 0.5 + 64 * 0.01
+    # up to the budget: no call is started that is expected not to fit (calls vary: one may)
+    assert 0.5 - 0.02 <= sum(timing.samples) <= 0.5 + 0.01
+
+
+def test_a_call_that_would_overrun_the_budget_is_not_started():
+    clock = FakeClock()
+    policy = TimingPolicy(warmup_s=0, min_samples=5, min_time_s=0.01, max_time_s=0.05)
+    timing = sample_adaptively(fake_sampler(clock, [0.03] * 10), policy, clock)
+    assert timing.stop == "max-time" and timing.samples == [0.03]  # a second would end at 0.06
 
 
 def test_never_exceeds_max_samples():
@@ -60,6 +68,24 @@ def test_never_exceeds_max_samples():
 def test_per_round_policy_splits_the_time_budgets():
     policy = TimingPolicy(min_time_s=0.3, max_time_s=3.0, rounds=3).per_round()
     assert (policy.min_time_s, policy.max_time_s, policy.rounds) == (pytest.approx(0.1), 1.0, 1)
+    assert TimingPolicy(max_time_s=3.0, rounds=3).per_round(2).max_time_s == 1.5
+    # an untimed call as long as the warm-up, just run, is the warm-up; a shorter one is not
+    assert TimingPolicy(warmup_s=0.025).per_round(warm_call_s=0.03).warmup_s == 0
+    assert TimingPolicy(warmup_s=0.025).per_round(warm_call_s=0.001).warmup_s == 0.025
+
+
+def test_no_warmup_calls_when_the_warmup_is_zero():
+    clock = FakeClock()
+    policy = TimingPolicy(warmup_s=0, min_samples=5, min_time_s=0.1, max_time_s=1)
+    timing = sample_adaptively(fake_sampler(clock, [0.02] * 100), policy, clock)
+    assert timing.warmup_calls == 0 and len(timing.samples) >= 5
+
+
+def test_a_slow_call_gets_only_the_rounds_its_budget_holds():
+    policy = TimingPolicy(max_time_s=1.0, rounds=7)
+    assert policy.rounds_for(0.01) == 7
+    assert policy.rounds_for(0.3) == 3  # three one-sample rounds fit in 1 s, four would not
+    assert policy.rounds_for(5.0) == 1
 
 
 def test_cpu_sampler_times_only_the_timed_call():
