@@ -116,6 +116,8 @@ def cell(row: dict | None) -> str:
     text = f"{format_seconds(median)} ±{100 * half:.0f}%{memory}"
     if status == "timeout":
         text = f"[yellow]{format_seconds(median)} 1 call[/]{memory}"
+    elif single_sample(row):
+        text = f"[yellow]{format_seconds(median)} 1 sample[/]{memory}"
     if row.get("check") == "fail":
         text = f"[bold red]WRONG[/] {text}"
     return text
@@ -151,6 +153,17 @@ def skip_reasons(rows: list[dict]) -> list[str]:
     return [f"{backend} {status} x{count}: {reason}" for (backend, status, reason), count in seen.items()]
 
 
+def single_sample_warning(rows: list[dict]) -> str | None:
+    """One line on the rows whose time budget held a single call, with the remedy."""
+    single = [r for r in rows if r["status"] == "ok" and single_sample(r)]
+    if not single:
+        return None
+    slowest = max(r["latency_ms_median"] for r in single) * 1e-3
+    return (f"{len(single)} rows have a single sample and so no CI (their calls take up to "
+            f"{format_seconds(slowest)}): raise --max-time to at least {3 * slowest:.2g} s for two "
+            f"or more rounds.")
+
+
 def noise_warning(rows: list[dict], limit: float = 0.10) -> str | None:
     """One line on the rows whose IQR is a large share of their median, with a remedy."""
     noisy = [(r["latency_ms_iqr"] / r["latency_ms_median"], r) for r in rows
@@ -178,11 +191,18 @@ def key_value_table(values: dict, title: str) -> Table:
 _VERDICT_STYLE = {"faster": "green", "slower": "red", "no significant difference": "dim", "unknown": "yellow"}
 
 
+def single_sample(row: dict) -> bool:
+    """A row of one sample in all (its budget held one call): it has no CI, only the point."""
+    return (row.get("ci_method") or "").endswith("/single")
+
+
 def latency_text(row: dict | None) -> str:
     """Median and the 95% CI as [-low%, +high%] around it."""
     if row is None or row["status"] != "ok" or row.get("check") == "fail":
         return "-"
     median = row["latency_ms_median"]
+    if single_sample(row):
+        return f"{format_seconds(median * 1e-3)} (1 sample, no CI)"
     low = 100 * (1 - row["latency_ms_ci_low"] / median)
     high = 100 * (row["latency_ms_ci_high"] / median - 1)
     return f"{format_seconds(median * 1e-3)} -{low:.0f}/+{high:.0f}%"

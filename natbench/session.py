@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from natbench import store
-from natbench.console import Sink, noise_warning, results_table, skip_reasons
+from natbench.console import Sink, noise_warning, results_table, single_sample_warning, skip_reasons
 from natbench.suite import Point, Suite
 from natbench.timing import TimingPolicy
 
@@ -128,9 +128,9 @@ def report(rows: list[dict], backends: list[str], title: str, sink: Sink) -> Non
     sink.table(results_table(rows, backends, title))
     for line in skip_reasons(rows):
         sink.info(f"  {line}")
-    noisy = noise_warning(rows)
-    if noisy:
-        sink.warn(noisy)
+    for warning in (noise_warning(rows), single_sample_warning(rows)):
+        if warning:
+            sink.warn(warning)
     wrong = [r for r in rows if r.get("check") == "fail"]
     if wrong:
         sink.warn(f"{len(wrong)} rows computed a wrong answer (WRONG above): their timings are "

@@ -15,7 +15,7 @@ Dtype = Annotated[Optional[str], typer.Option(help="Override the dtype axis, e.g
 Pass = Annotated[Optional[str], typer.Option("--pass", help="fwd, bwd or fwdbwd (comma-separated sweeps).")]
 Sets = Annotated[Optional[list[str]], typer.Option("--set", help="AXIS=v1,v2: override or sweep any axis; per-axis values as 56x48.")]
 MaxTime = Annotated[Optional[float], typer.Option(help="Hard maximum seconds of sampling per case and backend, all rounds together.")]
-Rounds = Annotated[Optional[int], typer.Option(min=1, help="Rounds per case, spread over the run (default 3); a row's CI spans them.")]
+Rounds = Annotated[Optional[int], typer.Option(min=1, help="Rounds per case, spread over the run (default 8; the suite may set its own); a row's median and CI come from its round medians.")]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON only, on stdout.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or notes; results only.")]
 

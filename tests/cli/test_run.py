@@ -62,6 +62,16 @@ def test_a_slow_pair_gets_the_rounds_its_budget_holds_spread_over_the_run(cli, t
     assert starts == sorted(starts)
 
 
+def test_a_budget_of_one_call_gives_a_single_sample_shown_without_a_ci(cli, tmp_path, fake_backends):
+    out = tmp_path / "r.jsonl"
+    code, stdout, stderr = cli("run", *CASE, "--backend", "test-slow", "--max-time", "0.05",
+                               "--out", out)
+    assert code == 0, stderr
+    row = store.load(out).rows[0]
+    assert row["ci_method"] == "samples/single" and row["samples"] == 1 and row["rounds"] == 1
+    assert "1 sample" in stdout and "1 rows have a single sample and so no CI" in stdout + stderr
+
+
 def test_json_prints_only_json_rows(cli, tmp_path):
     code, stdout, _ = cli("run", *FAST, "--backend", "torch", "--json", "--out", tmp_path / "r.jsonl")
     assert code == 0
