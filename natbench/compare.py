@@ -213,3 +213,18 @@ def compare_runs(a_rows: list[dict], b_rows: list[dict], a_name: str, b_name: st
             pairs.append(judge(Pair(key, label, row_a, row_b), a_name, b_name))
         comparisons.append(Comparison(f"{backend} @ {a_name}", f"{backend} @ {b_name}", pairs))
     return comparisons
+
+
+def machine_shift(comparisons: list[Comparison]) -> tuple[int, int, float, float] | None:
+    """For backends compared across two runs: (moved, compared, lowest, highest geometric-mean
+    ratio of the moved) when three or more and at least half of the backends moved beyond their
+    geometric mean's CI, all the same way. A shift of the whole machine between the runs is then
+    the likely cause rather than the code, which rarely changes most backends at once. None
+    otherwise."""
+    summaries = [c.summary for c in comparisons if c.summary.n and c.summary.geomean_low is not None]
+    slower = [s.geomean for s in summaries if s.geomean_low > 1]
+    faster = [s.geomean for s in summaries if s.geomean_high < 1]
+    moved = slower if not faster else faster if not slower else []
+    if len(moved) < 3 or 2 * len(moved) < len(summaries):
+        return None
+    return len(moved), len(summaries), min(moved), max(moved)

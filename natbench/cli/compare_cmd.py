@@ -22,7 +22,7 @@ def compare(targets: Annotated[list[str], typer.Argument(help="Backends (the fir
             json_: options.Json = False, quiet: options.Quiet = False) -> None:
     """Compare B, C, ... against A case by case: ratio with its CI, memory, TFLOP/s, verdict."""
     from natbench import store
-    from natbench.compare import compare_backends, compare_runs
+    from natbench.compare import compare_backends, compare_runs, machine_shift
     from natbench.console import Sink, comparison_markdown, comparison_table, summary_text
 
     sink = Sink(json_, quiet)
@@ -41,6 +41,13 @@ def compare(targets: Annotated[list[str], typer.Argument(help="Backends (the fir
             sink.warn(f"setups differ ({line}): ratios mix the machines with the code.")
         a_name, b_name = (a.path.name, b.path.name) if a.path.name != b.path.name else (str(a.path), str(b.path))
         comparisons = compare_runs(a.rows, b.rows, a_name, b_name)
+        shift = machine_shift(comparisons)
+        if shift:
+            moved, compared, low, high = shift
+            sink.warn(f"{moved} of {compared} backends moved, all the same way ({low:.3f}x to "
+                      f"{high:.3f}x; the others within their CI): likely a shift of the whole "
+                      f"machine between the runs, not the code. `natbench gate` divides such a "
+                      f"drift out.")
     else:
         if len(targets) < 2:
             raise SuiteError(f"compare needs at least two backends (baseline first), got {targets}; "

@@ -92,3 +92,19 @@ def test_two_runs_pair_by_case_and_backend_and_list_what_is_missing():
     assert "no row in a" in natten["k9"].reason
     [torch_pair] = comparisons["torch @ a"].pairs
     assert torch_pair.verdict == UNKNOWN and "no row in b" in torch_pair.reason
+
+
+def test_machine_shift_needs_most_backends_moved_the_same_way():
+    from types import SimpleNamespace
+
+    from natbench.compare import Summary, machine_shift
+
+    def backend(geomean, low, high):
+        return SimpleNamespace(summary=Summary(15, geomean, low, high, 0, 0, 15, 0, None))
+
+    slower = [backend(1.2, 1.1, 1.3), backend(1.13, 1.09, 1.17), backend(1.28, 1.2, 1.35)]
+    unclear = backend(0.95, 0.85, 1.06)
+    assert machine_shift([*slower, unclear]) == (3, 4, 1.13, 1.28)
+    assert machine_shift(slower[:2] + [unclear]) is None  # two moved: could be the code
+    assert machine_shift([*slower, backend(0.8, 0.7, 0.9)]) is None  # one moved the other way
+    assert machine_shift([*slower, unclear, unclear, unclear, unclear]) is None  # 3 of 7 only
