@@ -174,7 +174,8 @@ def noise_warning(rows: list[dict], limit: float = 0.10) -> str | None:
     share, worst = max(noisy, key=lambda pair: pair[0])
     return (f"{len(noisy)} of {len(rows)} rows have an IQR over {100 * limit:.0f}% of their median "
             f"(worst: {worst['backend']} on {worst['case_key']}, {100 * share:.0f}%); the machine "
-            f"is noisy: close other work or raise --max-time.")
+            f"is noisy (rows pool their rounds: see round_medians_ms in the results): close "
+            f"other work; more --rounds or a larger --max-time narrow the CIs.")
 
 
 def key_value_table(values: dict, title: str) -> Table:
