@@ -224,7 +224,9 @@ def machine_shift(comparisons: list[Comparison]) -> tuple[int, int, float, float
     summaries = [c.summary for c in comparisons if c.summary.n and c.summary.geomean_low is not None]
     slower = [s.geomean for s in summaries if s.geomean_low > 1]
     faster = [s.geomean for s in summaries if s.geomean_high < 1]
-    moved = slower if not faster else faster if not slower else []
+    if slower and faster:
+        return None
+    moved = slower or faster
     if len(moved) < 3 or 2 * len(moved) < len(summaries):
         return None
     return len(moved), len(summaries), min(moved), max(moved)

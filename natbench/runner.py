@@ -146,14 +146,20 @@ def run_pair(point: Point, backend_name: str, context: RunContext, timed: bool =
             torch.cuda.empty_cache()
 
 
-def _measure(case: Case, backend, context: RunContext, timed: bool) -> dict:
-    inputs = make_inputs(case, context.seed)
-    bound = backend.bind(case, *inputs)
+def _first_call(bound, case: Case):
+    """(output, seconds) of the bound call's first, untimed-by-the-sampler run (with a graph when
+    the pass needs backward)."""
     begin = time.perf_counter()
     out = bound.fn() if case.needs_backward else _no_grad(bound.fn)
     if case.device == "cuda":
         torch.cuda.synchronize()
-    first_call_s = time.perf_counter() - begin
+    return out, time.perf_counter() - begin
+
+
+def _measure(case: Case, backend, context: RunContext, timed: bool) -> dict:
+    inputs = make_inputs(case, context.seed)
+    bound = backend.bind(case, *inputs)
+    out, first_call_s = _first_call(bound, case)
     result = {"first_call_s": first_call_s, "layout_in_timing": False,
               **check_output(bound.unpack(out), backend.op, case, inputs, context)}
     if not timed:
@@ -186,11 +192,7 @@ def time_again(point: Point, backend_name: str, context: RunContext, planned: in
     case, backend = point.case, get_backend(backend_name)
     try:
         bound = backend.bind(case, *make_inputs(case, context.seed))
-        begin = time.perf_counter()
-        out = bound.fn() if case.needs_backward else _no_grad(bound.fn)
-        if case.device == "cuda":
-            torch.cuda.synchronize()
-        warm_call_s = time.perf_counter() - begin
+        out, warm_call_s = _first_call(bound, case)
         setup, call = _pass_callables(bound, case, out)
         del out
         sampler = (cuda_sampler if case.device == "cuda" else cpu_sampler)(call, setup)

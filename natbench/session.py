@@ -79,19 +79,17 @@ def _step(point: Point, backend: str, round_: int, writer: store.ResultsWriter, 
     if key in writer.done or any(r["round"] == round_ for r in rounds):
         return None
     total = context.policy.rounds
-    planned = min(rounds[0].get("rounds_planned", total), total) if rounds else total
-    if rounds and round_ not in scheduled_rounds(planned, total):
+    if rounds and round_ not in scheduled_rounds(_planned(rounds, total), total):
         return None
     started_at = time.time()
     begin = time.perf_counter()
     record = run_pair(point, backend, context) if not rounds else \
-        {**rounds[0], **time_again(point, backend, context, planned)}
+        {**rounds[0], **time_again(point, backend, context, _planned(rounds, total))}
     record.update(record="round", round=round_, started_at=started_at,
                   round_s=time.perf_counter() - begin)
     writer.write(record)
     rounds.append(record)
-    planned = min(record.get("rounds_planned", total), total) if len(rounds) == 1 else planned
-    if record["status"] != "ok" or len(rounds) >= planned:
+    if record["status"] != "ok" or len(rounds) >= _planned(rounds, total):
         row = merge_rounds(rounds, context)
         writer.write(row)
         return row
@@ -115,11 +113,14 @@ def round_order(todo: list[tuple[Point, str]], round_: int) -> list[tuple[Point,
     return [pair for group in groups for pair in group]
 
 
+def _planned(rounds: list[dict], total: int) -> int:
+    """The rounds a pair gets, from its first round's record (files from before the field: all)."""
+    return min(rounds[0].get("rounds_planned", total), total)
+
+
 def scheduled_rounds(planned: int, total: int) -> set[int]:
     """Which of `total` rounds a pair with `planned` rounds runs in: evenly from first to last."""
-    if planned >= total:
-        return set(range(total))
-    if planned == 1:
+    if planned <= 1:
         return {0}
     return {round(i * (total - 1) / (planned - 1)) for i in range(planned)}
 
