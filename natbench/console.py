@@ -288,8 +288,9 @@ def comparison_markdown(comparison) -> str:
 def profile_table(breakdown, top: int = 15) -> Table:
     """Top ops and kernels by self time per step, with their spread across the active steps."""
     step = sum(breakdown.step_s) / len(breakdown.step_s)
+    threads = f", {breakdown.threads} CPU thread{'s' * (breakdown.threads != 1)}" if breakdown.device == "cpu" else ""
     table = Table(title=f"{breakdown.backend} on {breakdown.case_key}: {breakdown.steps} active steps, "
-                        f"{format_seconds(step)} per step", title_justify="left")
+                        f"{format_seconds(step)} per step{threads}", title_justify="left")
     table.caption = "per active step: calls, inclusive time, self time (min-max over steps), % of the step, FLOPs"
     table.add_column("op / kernel", min_width=24, overflow="fold")
     table.add_column("dev")

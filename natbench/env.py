@@ -48,6 +48,21 @@ def pin_allocator() -> dict:
 
 
 @contextmanager
+def cpu_threads(threads: int | str):
+    """torch's intra-op thread count set to `threads` for the block ("auto": left at torch's
+    default), then restored. Calibration, the header and every row of a run see the same count."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads != "auto":
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextmanager
 def memory_cap(device: str):
     """While a run measures: its address space capped at what it maps now plus the memory the
     machine has available (CPU runs, Linux; unless NATBENCH_NO_MEMORY_LIMIT=1). Yields what it

@@ -56,6 +56,7 @@ class Breakdown:
     call_s: list[float]  # the natbench::<backend> range of each active step
     measured_s: float | None  # natbench's own median of the same call, outside the profiler
     ops: list[OpStat]
+    threads: int  # torch's CPU thread count while profiling
     files: dict = field(default_factory=dict)
 
     @property
@@ -164,7 +165,8 @@ def _breakdown(events, backend_name: str, case: Case, measured_s: float | None) 
         if op.name == range_name and op.device == "cpu":
             op.flops_per_step = float(case.flops(get_backend(backend_name).op))
     ops.sort(key=lambda o: (o.device != "cuda", -o.self_s_per_step))
-    return Breakdown(backend_name, case.key, case.device, n, step_s, call_s, measured_s, ops)
+    return Breakdown(backend_name, case.key, case.device, n, step_s, call_s, measured_s, ops,
+                     torch.get_num_threads())
 
 
 def _measure(call, setup, device: str) -> float:

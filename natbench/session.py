@@ -20,11 +20,11 @@ def execute(suite: Suite, points: list[Point], backends: list[str], device: str,
     Ctrl-C stops the loop; everything finished is on disk and `--resume` continues it.
     """
     from natbench.calibrate import calibrate
-    from natbench.env import collect, memory_cap, pin_allocator
+    from natbench.env import collect, cpu_threads, memory_cap, pin_allocator
     from natbench.runner import RunContext
 
     allocator = pin_allocator()
-    with memory_cap(device) as cap:
+    with memory_cap(device) as cap, cpu_threads(policy.threads):
         header = {**collect(device, suite.name), "suite_file": str(suite.path),
                   "backends": backends, "policy": policy.__dict__}
         header["env"].update(allocator)
@@ -32,8 +32,10 @@ def execute(suite: Suite, points: list[Point], backends: list[str], device: str,
         writer = store.ResultsWriter(path, header, resume)
         context = RunContext(policy)
         todo = [(p, b) for p in points for b in backends if (p.case.key, b) not in writer.done]
+        threads = header["env"]["torch_threads"]
         sink.info(f"{suite.name}: {len(points)} cases x {len(backends)} backends on {device}, "
-                  f"{policy.rounds} rounds; {len(todo)} to measure; results -> {path}")
+                  f"{policy.rounds} rounds, {threads} CPU thread{'s' * (threads != 1)}; "
+                  f"{len(todo)} to measure; results -> {path}")
         rows = []
         try:
             for dtype in sorted({p.case.dtype for p, _ in todo}):

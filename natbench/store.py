@@ -18,7 +18,7 @@ from natbench.errors import ResultsError
 
 SCHEMA_VERSION = 1
 # Header keys that must match to append to (--resume) or compare runs without --force.
-MUST_MATCH = ("device_kind", "gpu_name", "cpu_model", "torch_version", "cuda_version")
+MUST_MATCH = ("device_kind", "gpu_name", "cpu_model", "torch_threads", "torch_version", "cuda_version")
 _UPGRADES: dict = {}  # version -> function(record) -> record of version + 1
 
 

@@ -80,7 +80,10 @@ class Suite:
 
     def policy(self, **overrides) -> TimingPolicy:
         values = {**self.timing, **{k: v for k, v in overrides.items() if v is not None}}
-        return TimingPolicy(**values)
+        try:
+            return TimingPolicy(**values)
+        except SuiteError as error:
+            raise SuiteError(f"{self.where()}, [timing] or its option: {error}") from None
 
     def expand(self) -> list[Point]:
         """Every case of the suite, in file order: sweep axes outer, zip groups inner."""

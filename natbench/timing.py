@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from natbench.errors import SuiteError
 from natbench.stats import summarize
 
 SampleBatch = Callable[[int], list[float]]  # n -> n durations in seconds
@@ -34,6 +35,18 @@ class TimingPolicy:
     # CI for over 90% of rows when rounds are independent (an exact 95% CI would give ~83%);
     # tests/unit/test_stats.py checks both on synthetic rounds.
     rounds: int = 8
+    # torch's intra-op CPU threads while timing: a count, or "auto" for torch's own default (one
+    # per physical core, or OMP_NUM_THREADS). 1 by default, as torch.utils.benchmark.Timer does:
+    # on a 2-vCPU VM a parallel region waits for its slowest thread, so any other work on the
+    # machine stalls every call; with one thread its round medians wandered by 1-3% instead of
+    # 10-20% (README, "Threads").
+    threads: int | str = 1
+
+    def __post_init__(self):
+        if self.threads != "auto" and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
+                                       or self.threads < 1):
+            raise SuiteError(f"threads {self.threads!r}: use a positive count, or \"auto\" for "
+                             f"torch's default (one per physical core).")
 
     def rounds_for(self, call_s: float) -> int:
         """The rounds a pair whose one call takes `call_s` gets: every round, unless one sample

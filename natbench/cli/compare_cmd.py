@@ -17,6 +17,7 @@ def compare(targets: Annotated[list[str], typer.Argument(help="Backends (the fir
             dtype: options.Dtype = None, pass_: options.Pass = None, set_: options.Sets = None,
             out: Annotated[Optional[Path], typer.Option(help="Results file of the run; default under results/runs/.")] = None,
             max_time: options.MaxTime = None, rounds: options.Rounds = None,
+            threads: options.Threads = None,
             force: Annotated[bool, typer.Option(help="Compare results files recorded on different setups.")] = False,
             markdown: Annotated[bool, typer.Option("--markdown", help="Print Markdown tables, for a pull request.")] = False,
             json_: options.Json = False, quiet: options.Quiet = False) -> None:
@@ -60,7 +61,8 @@ def compare(targets: Annotated[list[str], typer.Argument(help="Backends (the fir
         path = out or RESULTS_DIR / (f"compare-{'-'.join(names)}-{suite_obj.name}-{device_name}-"
                                      f"{datetime.now():%Y%m%d-%H%M%S}.jsonl")
         rows = execute(suite_obj, points, names, device_name, path, False,
-                       suite_obj.policy(max_time_s=max_time, rounds=rounds),
+                       suite_obj.policy(max_time_s=max_time, rounds=rounds,
+                                        threads=options.threads(threads)),
                        Sink(False, quiet or json_), show_table=False)
         comparisons = compare_backends(rows, names[0], names[1:])
     if json_:

@@ -13,18 +13,20 @@ from natbench.cli import options
 from natbench.errors import CheckFailedError, ResultsError, SuiteError
 
 # Header keys that may differ with --normalize: another machine of the same kind.
-_MACHINE_KEYS = ("cpu_model", "gpu_name")
+_MACHINE_KEYS = ("cpu_model", "gpu_name", "torch_threads")
 
 Thresholds = Annotated[Optional[list[str]], typer.Option("--threshold", help="METRIC=FRACTION for latency, memory or flops (default 0.1, 0.02, 0; a suite's [gate] table overrides the defaults).")]
 
 
-def _run(suite: str, backend, device, dtype, pass_, set_, max_time, rounds, out: Path, quiet: bool):
+def _run(suite: str, backend, device, dtype, pass_, set_, max_time, rounds, threads, out: Path,
+         quiet: bool):
     from natbench.console import Sink
     from natbench.session import execute
 
     suite_obj, points, names, device_name = options.plan(suite, backend, device, dtype, pass_, set_)
     execute(suite_obj, points, names, device_name, out, False,
-            suite_obj.policy(max_time_s=max_time, rounds=rounds), Sink(False, quiet), show_table=False)
+            suite_obj.policy(max_time_s=max_time, rounds=rounds, threads=options.threads(threads)),
+            Sink(False, quiet), show_table=False)
     return suite_obj
 
 
@@ -88,7 +90,8 @@ def gate(baseline: Annotated[Path, typer.Option(help="The committed baseline res
          suite: Annotated[Optional[str], typer.Option("--suite", "-s", help="Run this suite now as the current run.")] = None,
          backend: options.Backends = None, device: options.Device = "auto", dtype: options.Dtype = None,
          pass_: options.Pass = None, set_: options.Sets = None, max_time: options.MaxTime = None,
-         rounds: options.Rounds = None, threshold: Thresholds = None,
+         rounds: options.Rounds = None, threads: options.Threads = None,
+         threshold: Thresholds = None,
          normalize: Annotated[bool, typer.Option(help="Divide latencies by each run's matmul calibration: gate another machine of the same kind.")] = False,
          correct_drift: Annotated[bool, typer.Option(help="Divide current latencies by the run's median current/baseline ratio (a whole-machine slowdown cancels).")] = True,
          force: Annotated[bool, typer.Option(help="Gate runs from different setups.")] = False,
@@ -129,7 +132,7 @@ def gate(baseline: Annotated[Path, typer.Option(help="The committed baseline res
     base = store.load(baseline)
     if suite is not None:
         current = out or RESULTS_DIR / f"gate-{Path(suite).stem}-{datetime.now():%Y%m%d-%H%M%S}.jsonl"
-        _run(suite, backend, device, dtype, pass_, set_, max_time, rounds, current, quiet or json_)
+        _run(suite, backend, device, dtype, pass_, set_, max_time, rounds, threads, current, quiet or json_)
     cur = store.load(current)
     _check_setups(base, cur, normalize, force)
     result = run_gate(base, cur, _thresholds(suite or base.header.get("suite_file") or base.header.get("suite"),
@@ -158,7 +161,8 @@ def update(suite: options.Suite = "smoke",
            repeats: Annotated[int, typer.Option(min=1, help="Whole runs of the suite merged into the baseline: their spread is its noise.")] = 3,
            backend: options.Backends = None, device: options.Device = "auto", dtype: options.Dtype = None,
            pass_: options.Pass = None, set_: options.Sets = None, max_time: options.MaxTime = None,
-           rounds: options.Rounds = None, quiet: options.Quiet = False) -> None:
+           rounds: options.Rounds = None, threads: options.Threads = None,
+           quiet: options.Quiet = False) -> None:
     """Run a suite several times and merge the runs into one baseline file."""
     from natbench import store
     from natbench.console import Sink
@@ -170,7 +174,7 @@ def update(suite: options.Suite = "smoke",
         for index in range(repeats):
             sink.info(f"baseline repeat {index + 1} of {repeats}")
             path = Path(directory) / f"repeat-{index}.jsonl"
-            _run(suite, backend, device, dtype, pass_, set_, max_time, rounds, path, quiet)
+            _run(suite, backend, device, dtype, pass_, set_, max_time, rounds, threads, path, quiet)
             runs.append(store.load(path))
         header, calibrations, rows = merge_repeats(runs)
     header["baseline"]["files"] = [f"repeat {i + 1}" for i in range(repeats)]

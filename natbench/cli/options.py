@@ -16,6 +16,7 @@ Pass = Annotated[Optional[str], typer.Option("--pass", help="fwd, bwd or fwdbwd 
 Sets = Annotated[Optional[list[str]], typer.Option("--set", help="AXIS=v1,v2: override or sweep any axis; per-axis values as 56x48.")]
 MaxTime = Annotated[Optional[float], typer.Option(help="Hard maximum seconds of sampling per case and backend, all rounds together.")]
 Rounds = Annotated[Optional[int], typer.Option(min=1, help="Rounds per case, spread over the run (default 8; the suite may set its own); a row's median and CI come from its round medians.")]
+Threads = Annotated[Optional[str], typer.Option(help="torch's CPU threads while timing: a count, or auto for torch's default (one per physical core). Default 1 (the suite may set its own).")]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON only, on stdout.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or notes; results only.")]
 
@@ -28,6 +29,16 @@ def resolve_device(device: str) -> str:
 
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
+
+
+def threads(value: str | None) -> int | str | None:
+    """--threads as the policy takes it: None (the suite's), "auto", or a positive count."""
+    if value is None or value == "auto":
+        return value
+    if not value.isdigit() or int(value) < 1:
+        raise SuiteError(f"--threads {value!r}: use a positive count, or auto for torch's default "
+                         f"(one per physical core).")
+    return int(value)
 
 
 def plan(suite_name: str, backends: str | None, device: str, dtype: str | None,

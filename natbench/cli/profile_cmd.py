@@ -17,13 +17,14 @@ def profile(backend: Annotated[str, typer.Option("--backend", "-b", help="The ba
             steps: Annotated[int, typer.Option(min=1, help="Active (recorded) steps, after 1 skipped and 2 warm-up steps.")] = 5,
             top: Annotated[int, typer.Option(min=1, help="Rows of the breakdown table.")] = 15,
             out: Annotated[Optional[Path], typer.Option(help="Output directory; default results/profiles/<backend>-<time>/.")] = None,
-            json_: options.Json = False) -> None:
+            threads: options.Threads = None, json_: options.Json = False) -> None:
     """Profile one case (default: 56x56, K=7, 4 heads of 32, fp32; change it with --set)."""
     from natbench.console import Sink, profile_reconciliation, profile_table
-    from natbench.env import RESULTS_DIR
+    from natbench.env import RESULTS_DIR, cpu_threads
     from natbench.errors import SuiteError
     from natbench.profiling import profile_case
     from natbench.suite import Suite, parse_set
+    from natbench.timing import TimingPolicy
 
     overrides = dict(parse_set(option) for option in set_ or [])
     swept = [axis for axis, values in overrides.items() if len(values) > 1]
@@ -35,7 +36,8 @@ def profile(backend: Annotated[str, typer.Option("--backend", "-b", help="The ba
         overrides["dtype"] = [dtype]
     [point] = Suite("profile", None).with_overrides(overrides).expand()
     directory = out or RESULTS_DIR.parent / "profiles" / f"{backend}-{datetime.now():%Y%m%d-%H%M%S}"
-    breakdown = profile_case(point.case, backend, steps, directory)
+    with cpu_threads(options.threads(threads) or TimingPolicy.threads):
+        breakdown = profile_case(point.case, backend, steps, directory)
     sink = Sink(json_)
     if json_:
         sink.json(breakdown.to_record())

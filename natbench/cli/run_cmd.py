@@ -17,7 +17,7 @@ def run(suite: options.Suite = "kernel-sizes", backend: options.Backends = None,
         out: Annotated[Optional[Path], typer.Option(help="Results file (JSON Lines); default under results/runs/.")] = None,
         resume: Annotated[bool, typer.Option(help="Continue --out, skipping rows already in it.")] = False,
         max_time: options.MaxTime = None, rounds: options.Rounds = None,
-        json_: options.Json = False, quiet: options.Quiet = False) -> None:
+        threads: options.Threads = None, json_: options.Json = False, quiet: options.Quiet = False) -> None:
     """Run a suite: latency, memory, FLOPs and correctness per case and backend."""
     from natbench.console import Sink
     from natbench.env import RESULTS_DIR
@@ -31,5 +31,6 @@ def run(suite: options.Suite = "kernel-sizes", backend: options.Backends = None,
         raise SuiteError("--resume needs --out FILE: the results file to continue.")
     path = out or RESULTS_DIR / f"{suite_obj.name}-{device_name}-{datetime.now():%Y%m%d-%H%M%S}.jsonl"
     results = execute(suite_obj, points, names, device_name, path, resume,
-                      suite_obj.policy(max_time_s=max_time, rounds=rounds), sink)
+                      suite_obj.policy(max_time_s=max_time, rounds=rounds,
+                                       threads=options.threads(threads)), sink)
     raise typer.Exit(0 if results else 1)

@@ -47,6 +47,7 @@ def test_tensorboard_plugin_loads_the_trace(profiled, tmp_path):
 def test_breakdown_lists_the_backends_ops_and_reconciles(profiled):
     breakdown = json.loads((profiled / "breakdown.json").read_text())
     assert breakdown["steps"] == 3 and len(breakdown["step_s"]) == 3
+    assert breakdown["threads"] == 1  # natbench's default, as in `run`
     names = {op["name"] for op in breakdown["ops"]}
     assert {"aten::bmm", "natbench::torch"} <= names
     assert any("Backward" in name for name in names)  # the backward ran inside the steps
@@ -58,9 +59,10 @@ def test_breakdown_lists_the_backends_ops_and_reconciles(profiled):
 
 
 def test_the_table_is_printed(cli, tmp_path):
-    code, stdout, stderr = cli("profile", "--backend", "torch", "--steps", "2", "--out", tmp_path, *CASE)
+    code, stdout, stderr = cli("profile", "--backend", "torch", "--steps", "2", "--threads", "2",
+                               "--out", tmp_path, *CASE)
     assert code == 0, stderr
-    assert "aten::bmm" in stdout and "natbench's own timing" in stdout and "Perfetto" in stdout
+    assert "2 CPU threads" in stdout and "aten::bmm" in stdout and "natbench's own timing" in stdout and "Perfetto" in stdout
 
 
 @pytest.mark.parametrize("args, words", [

@@ -149,6 +149,8 @@ def test_ctrl_c_keeps_finished_rounds_and_resume_completes(cli, tmp_path, monkey
     (["run", "--suite", "smoke", "--dtype", "float8"], "unknown dtype 'float8'"),
     (["run", "--suite", "smoke", "--resume"], "--resume needs --out"),
     (["export", "nowhere.jsonl"], "no such results file"),
+    (["run", "--suite", "smoke", "--threads", "0"], "--threads '0': use a positive count, or auto"),
+    (["run", "--suite", "smoke", "--threads", "two"], "--threads 'two'"),
 ])
 def test_bad_input_exits_2_with_a_clear_message(cli, args, message):
     code, _, stderr = cli(*args)
@@ -160,6 +162,31 @@ def test_malformed_suite_file_exits_2_with_file_line_key(cli, tmp_path):
     path.write_text("backends = ['torch']\n[case]\nheds = 2\n")
     code, _, stderr = cli("run", "--suite", path)
     assert code == 2 and "bad.toml:3: key 'heds'" in stderr and "did you mean 'heads'" in stderr
+
+
+def test_a_bad_thread_count_in_a_suite_file_names_the_file(cli, tmp_path):
+    path = tmp_path / "threads.toml"
+    path.write_text("backends = ['torch']\n[case]\nheads = 2\n[timing]\nthreads = 0\n")
+    code, _, stderr = cli("run", "--suite", path)
+    assert code == 2 and "threads.toml" in stderr and "threads 0: use a positive count" in stderr
+
+
+def test_threads_option_sets_torchs_count_for_the_run_then_restores_it(cli, tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    threads = 1 if before > 1 else 2
+    out = tmp_path / "r.jsonl"
+    code, _, stderr = cli("run", *FAST, "--backend", "torch,sdpa", "--threads", threads, "--out", out)
+    assert code == 0, stderr
+    results = store.load(out)
+    assert results.header["env"]["torch_threads"] == threads and results.header["policy"]["threads"] == threads
+    assert {r["threads"] for r in results.rows} == {threads}
+    assert torch.get_num_threads() == before
+    # resuming with another count would mix two setups in one file
+    code, _, stderr = cli("run", *FAST, "--backend", "torch,sdpa", "--threads", before, "--out", out,
+                          "--resume")
+    assert code == 2 and "torch_threads" in stderr
 
 
 def test_list_and_env_report_backends_suites_and_machine(cli):

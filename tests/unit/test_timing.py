@@ -4,6 +4,7 @@ import random
 
 import pytest
 
+from natbench.errors import SuiteError
 from natbench.timing import TimingPolicy, cpu_sampler, sample_adaptively
 
 
@@ -95,3 +96,14 @@ def test_cpu_sampler_times_only_the_timed_call():
                         clock_ns=lambda: next(ticks))
     assert batch(3) == pytest.approx([7e-9] * 3)
     assert calls == ["setup", "timed"] * 3
+
+
+@pytest.mark.parametrize("threads", [0, -1, 1.5, "two", True, "all"])
+def test_a_thread_count_that_is_not_a_positive_int_or_auto_is_refused(threads):
+    with pytest.raises(SuiteError, match="use a positive count"):
+        TimingPolicy(threads=threads)
+
+
+def test_threads_default_to_one_and_take_auto_or_a_count():
+    assert TimingPolicy().threads == 1
+    assert TimingPolicy(threads="auto").threads == "auto" and TimingPolicy(threads=3).threads == 3
