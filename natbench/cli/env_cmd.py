@@ -5,12 +5,14 @@ from __future__ import annotations
 from natbench.cli import options
 
 
-def env(device: options.Device = "auto", json_: options.Json = False) -> None:
+def env(device: options.Device = "auto", threads: options.Threads = None,
+        json_: options.Json = False) -> None:
     """Machine, GPU state (via NVML), software versions and natbench's commit."""
     from natbench.console import Sink, key_value_table
-    from natbench.env import collect
+    from natbench.env import collect, cpu_threads
 
-    header = collect(options.resolve_device(device))
+    with cpu_threads(options.threads_or_default(threads)):  # as a run records it
+        header = collect(options.resolve_device(device))
     sink = Sink(json_)
     if json_:
         sink.json(header)

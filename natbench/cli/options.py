@@ -41,6 +41,13 @@ def threads(value: str | None) -> int | str | None:
     return int(value)
 
 
+def threads_or_default(value: str | None) -> int | str:
+    """--threads of a command without a suite (env, profile): the timing policy's default if not given."""
+    from natbench.timing import TimingPolicy
+
+    return threads(value) or TimingPolicy.threads
+
+
 def plan(suite_name: str, backends: str | None, device: str, dtype: str | None,
          pass_: str | None, sets: list[str] | None):
     """(suite with overrides, points, backend names, device) from the common options."""

@@ -24,7 +24,6 @@ def profile(backend: Annotated[str, typer.Option("--backend", "-b", help="The ba
     from natbench.errors import SuiteError
     from natbench.profiling import profile_case
     from natbench.suite import Suite, parse_set
-    from natbench.timing import TimingPolicy
 
     overrides = dict(parse_set(option) for option in set_ or [])
     swept = [axis for axis, values in overrides.items() if len(values) > 1]
@@ -36,7 +35,7 @@ def profile(backend: Annotated[str, typer.Option("--backend", "-b", help="The ba
         overrides["dtype"] = [dtype]
     [point] = Suite("profile", None).with_overrides(overrides).expand()
     directory = out or RESULTS_DIR.parent / "profiles" / f"{backend}-{datetime.now():%Y%m%d-%H%M%S}"
-    with cpu_threads(options.threads(threads) or TimingPolicy.threads):
+    with cpu_threads(options.threads_or_default(threads)):
         breakdown = profile_case(point.case, backend, steps, directory)
     sink = Sink(json_)
     if json_:

@@ -198,6 +198,9 @@ def test_list_and_env_report_backends_suites_and_machine(cli):
     code, stdout, _ = cli("env", "--json", "--device", "cpu")
     header = json.loads(stdout)
     assert code == 0 and header["env"]["torch_version"] and header["env"]["cpu_model"]
+    assert header["env"]["torch_threads"] == 1  # what a run with the default --threads records
+    code, stdout, _ = cli("env", "--json", "--device", "cpu", "--threads", "2")
+    assert code == 0 and json.loads(stdout)["env"]["torch_threads"] == 2
 
 
 @pytest.mark.parametrize("fmt", ["csv", "markdown", "parquet"])
