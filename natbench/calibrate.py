@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from natbench.timing import TimingPolicy, cpu_sampler, cuda_sampler, sample_adaptively
+from natbench.timing import TimingPolicy, sample_adaptively, sampler_for
 
 _POLICY = TimingPolicy(warmup_s=0.2, min_samples=5, min_time_s=0.3, max_time_s=2.0,
                        noise_target=0.02)
@@ -39,9 +39,8 @@ def calibrate(device: str, dtype: str) -> Calibration:
     b = torch.randn(size, size, device=device).to(torch_dtype(dtype))
     src = torch.empty(copy_elements, dtype=torch.float32, device=device)
     dst = torch.empty_like(src)
-    sampler = cuda_sampler if device == "cuda" else cpu_sampler
-    matmul = sample_adaptively(sampler(lambda: a @ b), _POLICY).samples
-    copy = sample_adaptively(sampler(lambda: dst.copy_(src)), _POLICY).samples
+    matmul = sample_adaptively(sampler_for(device, lambda: a @ b), _POLICY).samples
+    copy = sample_adaptively(sampler_for(device, lambda: dst.copy_(src)), _POLICY).samples
     return Calibration(device=device, dtype=dtype, matmul_size=size,
                        matmul_flops_per_s=2 * size**3 / min(matmul),
                        copy_bytes=2 * src.numel() * src.element_size(),

@@ -171,9 +171,9 @@ def _breakdown(events, backend_name: str, case: Case, measured_s: float | None) 
 
 def _measure(call, setup, device: str) -> float:
     """natbench's median for the call, with run's sampler and a short budget."""
-    from natbench.timing import TimingPolicy, cpu_sampler, cuda_sampler, sample_adaptively
+    from natbench.timing import TimingPolicy, sample_adaptively, sampler_for
 
-    sampler = (cuda_sampler if device == "cuda" else cpu_sampler)(call, setup)
+    sampler = sampler_for(device, call, setup)
     samples = sample_adaptively(sampler, TimingPolicy(max_time_s=1.0, rounds=1)).samples
     return statistics.median(samples)
 

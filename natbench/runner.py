@@ -21,7 +21,7 @@ from natbench.errors import InvalidProblemError
 from natbench.memory import peak_bytes
 from natbench.stats import latency_fields, median_interval, quantile
 from natbench.suite import Point
-from natbench.timing import TimingPolicy, cpu_sampler, cuda_sampler, sample_adaptively
+from natbench.timing import TimingPolicy, sample_adaptively, sampler_for
 
 # Above this many logits (B * heads * N * N) the oracle checks a sample of query rows only.
 _ORACLE_FULL_LIMIT = 1 << 24
@@ -169,7 +169,7 @@ def _measure(case: Case, backend, context: RunContext, timed: bool) -> dict:
     if setup:
         setup()
     result["peak_memory_bytes"] = peak_bytes(call, case.device)
-    sampler = (cuda_sampler if case.device == "cuda" else cpu_sampler)(call, setup)
+    sampler = sampler_for(case.device, call, setup)
     policy = context.policy
     # A probe call: one slower than the whole sampling budget is reported from that one clean
     # sample as a timeout instead of being sampled.
@@ -195,7 +195,7 @@ def time_again(point: Point, backend_name: str, context: RunContext, planned: in
         out, warm_call_s = _first_call(bound, case)
         setup, call = _pass_callables(bound, case, out)
         del out
-        sampler = (cuda_sampler if case.device == "cuda" else cpu_sampler)(call, setup)
+        sampler = sampler_for(case.device, call, setup)
         timing = sample_adaptively(sampler, context.policy.per_round(planned, warm_call_s))
         return {"status": "ok", "samples_s": timing.samples, "stop": timing.stop}
     except Exception as error:
@@ -230,8 +230,9 @@ def merge_rounds(rounds: list[dict], context: RunContext) -> dict:
     samples = [r["samples_s"] for r in rounds]
     stop = ",".join(sorted({r["stop"] for r in rounds}))
     medians = [quantile(r["samples_s"], 0.5) for r in rounds]
-    over = "rounds" if len(rounds) > 1 else "samples"  # one round: its samples are the draws
-    median, low, high, method = median_interval(medians if len(rounds) > 1 else samples[0])
+    # the round medians are the draws; a single round's are its samples
+    draws, over = (medians, "rounds") if len(rounds) > 1 else (samples[0], "samples")
+    median, low, high, method = median_interval(draws)
     row.update(_timing_fields(samples, stop, case, first["op"], context, (low, high), median),
                ci_method=f"{over}/{method}", rounds=len(rounds),
                round_medians_ms=[m * 1e3 for m in medians])

@@ -43,8 +43,7 @@ class TimingPolicy:
     threads: int | str = 1
 
     def __post_init__(self):
-        if self.threads != "auto" and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
-                                       or self.threads < 1):
+        if self.threads != "auto" and (type(self.threads) is not int or self.threads < 1):
             raise SuiteError(f"threads {self.threads!r}: use a positive count, or \"auto\" for "
                              f"torch's default (one per physical core).")
 
@@ -101,6 +100,12 @@ def sample_adaptively(sample_batch: SampleBatch, policy: TimingPolicy,
         if per_call > left:
             return Timing(samples, warmup_calls, "max-time")
         batch = max(1, min(2 * batch, int(left / per_call) if per_call > 0 else 2 * batch, 64))
+
+
+def sampler_for(device: str, timed: Callable[[], object],
+                setup: Callable[[], object] | None = None) -> SampleBatch:
+    """The sampler of `device`: CUDA events on "cuda", perf_counter_ns otherwise."""
+    return (cuda_sampler if device == "cuda" else cpu_sampler)(timed, setup)
 
 
 def cpu_sampler(timed: Callable[[], object], setup: Callable[[], object] | None = None,

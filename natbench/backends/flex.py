@@ -109,6 +109,11 @@ def na_mask_mod(geometry: NAGeometry, device):
     return mask_mod
 
 
+def _score_mod(case, rpb):
+    """The case's score_mod: NAT's RPB, or none."""
+    return None if rpb is None else rpb_score_mod(case.geometry, rpb)
+
+
 def rpb_score_mod(geometry: NAGeometry, rpb):
     axes = _axes(geometry)
     flat = rpb.reshape(rpb.shape[0], -1)
@@ -162,15 +167,14 @@ class FlexBackend(Backend):
                                 scale=default_scale(qh.shape[-1], scale))
 
     def forward(self, q, k, v, case, rpb=None, scale=None):
-        score_mod = None if rpb is None else rpb_score_mod(case.geometry, rpb)
-        out = self._run(*(heads_first(t) for t in (q, k, v)), case, score_mod, scale)
+        out = self._run(*(heads_first(t) for t in (q, k, v)), case, _score_mod(case, rpb), scale)
         return out.transpose(1, 2).reshape(*q.shape[:-1], v.shape[-1])
 
     def bind(self, case, q, k, v, rpb=None, scale=None):
         qh, kh, vh = (heads_first(t).contiguous().detach().requires_grad_(t.requires_grad)
                       for t in (q, k, v))
         block_mask(case.geometry, str(q.device))  # built outside timing, like the score_mod
-        score_mod = None if rpb is None else rpb_score_mod(case.geometry, rpb)
+        score_mod = _score_mod(case, rpb)
         return Bound(fn=lambda: self._run(qh, kh, vh, case, score_mod, scale),
                      unpack=lambda out: out.transpose(1, 2).reshape(*q.shape[:-1], v.shape[-1]),
                      leaves=[t for t in (qh, kh, vh, rpb) if t is not None])

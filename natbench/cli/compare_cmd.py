@@ -61,8 +61,7 @@ def compare(targets: Annotated[list[str], typer.Argument(help="Backends (the fir
         path = out or RESULTS_DIR / (f"compare-{'-'.join(names)}-{suite_obj.name}-{device_name}-"
                                      f"{datetime.now():%Y%m%d-%H%M%S}.jsonl")
         rows = execute(suite_obj, points, names, device_name, path, False,
-                       suite_obj.policy(max_time_s=max_time, rounds=rounds,
-                                        threads=options.threads(threads)),
+                       options.policy(suite_obj, max_time, rounds, threads),
                        Sink(False, quiet or json_), show_table=False)
         comparisons = compare_backends(rows, names[0], names[1:])
     if json_:

@@ -31,6 +31,5 @@ def run(suite: options.Suite = "kernel-sizes", backend: options.Backends = None,
         raise SuiteError("--resume needs --out FILE: the results file to continue.")
     path = out or RESULTS_DIR / f"{suite_obj.name}-{device_name}-{datetime.now():%Y%m%d-%H%M%S}.jsonl"
     results = execute(suite_obj, points, names, device_name, path, resume,
-                      suite_obj.policy(max_time_s=max_time, rounds=rounds,
-                                       threads=options.threads(threads)), sink)
+                      options.policy(suite_obj, max_time, rounds, threads), sink)
     raise typer.Exit(0 if results else 1)
