@@ -3,7 +3,8 @@
 Pure bookkeeping over result rows (rendering lives in console.py). Two sources of pairs:
 backends of one run (B against A on the same case: for NA against Swin, kernel K meets window
 K, since a case's kernel_size is the window of the `wsa` backends) and the same backend in two
-runs (`natbench compare a.jsonl b.jsonl`).
+runs (`natbench compare a.jsonl b.jsonl`), which also reports how often the two runs' medians
+fall inside each other's CI (`agreement`).
 
 The verdict follows pyperf and asv: a difference is reported only when it is significant on the
 kept samples (two-sided Mann-Whitney U, alpha 0.05) AND the ratio's 95% CI excludes 1. The
@@ -213,6 +214,48 @@ def compare_runs(a_rows: list[dict], b_rows: list[dict], a_name: str, b_name: st
             pairs.append(judge(Pair(key, label, row_a, row_b), a_name, b_name))
         comparisons.append(Comparison(f"{backend} @ {a_name}", f"{backend} @ {b_name}", pairs))
     return comparisons
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How two runs of one suite agree, row by row: of the rows judged in both (ok, right answer),
+    those whose median lies inside the other run's 95% CI and the other's inside theirs. A side
+    with one sample has the point for its CI and so agrees only with an equal time: `single`
+    counts such rows, which no run-to-run agreement can include."""
+
+    rows: int
+    inside: int
+    single: int
+    by_backend: dict[str, tuple[int, int]]  # backend -> (inside, rows)
+
+    @property
+    def fraction(self) -> float | None:
+        return self.inside / self.rows if self.rows else None
+
+    def to_record(self) -> dict:
+        return {"rows": self.rows, "inside": self.inside, "fraction": self.fraction,
+                "single_sample_rows": self.single,
+                "by_backend": {b: {"inside": i, "rows": n} for b, (i, n) in self.by_backend.items()}}
+
+
+def _inside(row: dict, other: dict) -> bool:
+    return other["latency_ms_ci_low"] <= row["latency_ms_median"] <= other["latency_ms_ci_high"]
+
+
+def agreement(comparisons: list[Comparison]) -> Agreement:
+    """The row-by-row agreement of two runs (`compare_runs`' comparisons): the check that the
+    CIs are honest, since a 95% CI that misses the other run's median on most rows is too narrow
+    for this machine's run-to-run drift."""
+    rows = inside = single = 0
+    by_backend = {}
+    for comparison in comparisons:
+        judged = [p for p in comparison.pairs if p.verdict != UNKNOWN]
+        both = sum(_inside(p.a, p.b) and _inside(p.b, p.a) for p in judged)
+        single += sum(min(len(p.a["samples_s"]), len(p.b["samples_s"])) == 1 for p in judged)
+        if judged:
+            by_backend[judged[0].a["backend"]] = (both, len(judged))
+        rows, inside = rows + len(judged), inside + both
+    return Agreement(rows, inside, single, by_backend)
 
 
 def machine_shift(comparisons: list[Comparison]) -> tuple[int, int, float, float] | None:

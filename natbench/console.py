@@ -253,6 +253,17 @@ def summary_text(comparison) -> str:
             f"{worst.ratio:.3f}x on {case_name(worst.any_row, columns)}.")
 
 
+def agreement_text(agreement) -> str:
+    """One line on how two runs agree (compare.Agreement), per backend after it."""
+    if not agreement.rows:
+        return "agreement: no row was measured in both runs."
+    backends = ", ".join(f"{b} {i}/{n}" for b, (i, n) in agreement.by_backend.items())
+    single = (f"; {agreement.single} of them have a single sample on a side (no CI: they agree "
+              f"only on equal times)") if agreement.single else ""
+    return (f"agreement: {agreement.inside} of {agreement.rows} rows ({agreement.fraction:.0%}) "
+            f"have each run's median inside the other's 95% CI ({backends}){single}.")
+
+
 def comparison_table(comparison) -> Table:
     """Per case: both medians with 95% CIs, B/A with its CI, memory B/A, TFLOP/s, verdict."""
     columns, cells = _case_cells(comparison)

@@ -23,10 +23,11 @@ def compare(targets: Annotated[list[str], typer.Argument(help="Backends (the fir
             json_: options.Json = False, quiet: options.Quiet = False) -> None:
     """Compare B, C, ... against A case by case: ratio with its CI, memory, TFLOP/s, verdict."""
     from natbench import store
-    from natbench.compare import compare_backends, compare_runs, machine_shift
-    from natbench.console import Sink, comparison_markdown, comparison_table, summary_text
+    from natbench.compare import agreement, compare_backends, compare_runs, machine_shift
+    from natbench.console import Sink, agreement_text, comparison_markdown, comparison_table, summary_text
 
     sink = Sink(json_, quiet)
+    agreed = None  # two results files: how their rows agree
     files = [t for t in targets if t.endswith(".jsonl") or Path(t).is_file()]
     if files and len(files) != len(targets):
         raise SuiteError(f"compare takes backends or results files, not both: got {targets}.")
@@ -42,6 +43,7 @@ def compare(targets: Annotated[list[str], typer.Argument(help="Backends (the fir
             sink.warn(f"setups differ ({line}): ratios mix the machines with the code.")
         a_name, b_name = (a.path.name, b.path.name) if a.path.name != b.path.name else (str(a.path), str(b.path))
         comparisons = compare_runs(a.rows, b.rows, a_name, b_name)
+        agreed = agreement(comparisons)
         shift = machine_shift(comparisons)
         if shift:
             moved, compared, low, high = shift
@@ -65,10 +67,13 @@ def compare(targets: Annotated[list[str], typer.Argument(help="Backends (the fir
                        Sink(False, quiet or json_), show_table=False)
         comparisons = compare_backends(rows, names[0], names[1:])
     if json_:
-        sink.json({"comparisons": [c.to_record() for c in comparisons]})
+        sink.json({"comparisons": [c.to_record() for c in comparisons],
+                   **({"agreement": agreed.to_record()} if agreed else {})})
     elif markdown:
         typer.echo("\n".join(comparison_markdown(c) for c in comparisons))
     else:
         for comparison in comparisons:
             sink.table(comparison_table(comparison))
             typer.echo(summary_text(comparison))
+    if agreed and not json_:
+        typer.echo(f"\n{agreement_text(agreed)}")

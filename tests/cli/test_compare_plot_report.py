@@ -24,6 +24,12 @@ def test_compare_two_files_finds_the_slowdown(cli, tmp_path, sweep):
     assert comparisons["swin @ a.jsonl"]["summary"]["ties"] == 4
     wrong = comparisons["test-wrong @ a.jsonl"]
     assert wrong["summary"]["unknown"] == 4 and "wrong answer" in wrong["cases"][0]["reason"]
+    # the slowed natten leaves every CI, swin measured alike stays; wrong answers are not rows
+    agreement = json.loads(stdout)["agreement"]
+    assert (agreement["rows"], agreement["inside"]) == (8, 4)
+    assert agreement["by_backend"] == {"natten": {"inside": 0, "rows": 4}, "swin": {"inside": 4, "rows": 4}}
+    code, stdout, _ = cli("compare", sweep, slower)
+    assert code == 0 and "agreement: 4 of 8 rows (50%)" in stdout and "natten 0/4" in stdout
 
 
 def test_compare_refuses_files_from_different_setups_unless_forced(cli, tmp_path, sweep):

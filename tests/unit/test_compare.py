@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from natbench.compare import FASTER, SAME, SLOWER, UNKNOWN, compare_backends, compare_runs, decide
+from natbench.compare import FASTER, SAME, SLOWER, UNKNOWN, agreement, compare_backends, compare_runs, decide
 from natbench.stats import median_ci, quantile
 
 
@@ -92,6 +92,27 @@ def test_two_runs_pair_by_case_and_backend_and_list_what_is_missing():
     assert "no row in a" in natten["k9"].reason
     [torch_pair] = comparisons["torch @ a"].pairs
     assert torch_pair.verdict == UNKNOWN and "no row in b" in torch_pair.reason
+
+
+def test_agreement_counts_rows_whose_medians_lie_in_each_others_ci():
+    def with_ci(row, low, median, high):
+        return {**row, "latency_ms_ci_low": low, "latency_ms_median": median, "latency_ms_ci_high": high}
+
+    def one_sample(row):
+        return {**row, "samples_s": row["samples_s"][:1]}
+
+    base = _row("natten", "k7", 1e-3)
+    before = [with_ci(base, 0.99, 1.0, 1.01), with_ci({**base, "case_key": "k9"}, 0.99, 1.0, 1.01),
+              with_ci({**base, "case_key": "k11"}, 0.99, 1.0, 1.01),
+              one_sample(with_ci({**base, "case_key": "k13"}, 1.0, 1.0, 1.0))]
+    after = [with_ci(base, 0.995, 1.005, 1.02),  # each inside the other
+             with_ci({**base, "case_key": "k9"}, 1.001, 1.005, 1.05),  # A's median below B's CI
+             with_ci({**base, "case_key": "k11"}, 1.0, 1.02, 1.03),  # B's median above A's CI
+             one_sample(with_ci({**base, "case_key": "k13"}, 1.001, 1.001, 1.001))]
+    result = agreement(compare_runs(before, after, "a", "b"))
+    assert (result.rows, result.inside, result.single) == (4, 1, 1)
+    assert result.by_backend == {"natten": (1, 4)} and result.fraction == 0.25
+    assert agreement(compare_runs(before, before, "a", "a")).inside == 4
 
 
 def test_machine_shift_needs_most_backends_moved_the_same_way():
