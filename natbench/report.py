@@ -9,9 +9,9 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
-from natbench.compare import Comparison, compare_backends, compare_runs
-from natbench.console import (case_columns, case_name, comparison_cells, latency_text, summary_text,
-                              verdict_text)
+from natbench.compare import Comparison, agreement, compare_backends, compare_runs
+from natbench.console import (agreement_text, case_columns, case_name, comparison_cells, latency_text,
+                              summary_text, verdict_text)
 from natbench.plot import METRICS, default_x, metric_figures, roofline_figures, tagged_rows
 
 _CSS = """
@@ -127,8 +127,10 @@ def build_report(results_list, baseline: str | None = None) -> str:
             parts += [_comparison_section(c) for c in compare_backends(results.rows, base, others)]
     if len(results_list) == 2:
         a, b = results_list
-        parts.append(f"<h2>{_e(b.path.name)} against {_e(a.path.name)}</h2>")
-        parts += [_comparison_section(c) for c in compare_runs(a.rows, b.rows, a.path.name, b.path.name)]
+        runs = compare_runs(a.rows, b.rows, a.path.name, b.path.name)
+        parts.append(f"<h2>{_e(b.path.name)} against {_e(a.path.name)}</h2>"
+                     f"<p class=summary>{_e(agreement_text(agreement(runs)))}</p>")
+        parts += [_comparison_section(c) for c in runs]
     rows, calibrations = tagged_rows(results_list)
     parts.append("<h2>Figures</h2>" + _figures(rows, calibrations))
     return (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>natbench report</title>"

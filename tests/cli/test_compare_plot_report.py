@@ -100,6 +100,15 @@ def test_report_is_self_contained_html(cli, tmp_path, sweep):
         assert external not in text
 
 
+def test_report_of_two_runs_compares_them_with_their_agreement(cli, tmp_path, sweep):
+    slower = synthetic.sweep(tmp_path / "b.jsonl", slowdown=1.3)
+    out = tmp_path / "report.html"
+    code, _, stderr = cli("report", sweep, slower, "--out", out)
+    assert code == 0, stderr
+    text = out.read_text()
+    assert "b.jsonl against a.jsonl" in text and "agreement: 4 of 8 rows (50%)" in text
+
+
 def test_report_renders_in_headless_chromium(cli, tmp_path, sweep):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
