@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass, field
 
 from natbench.stats import mann_whitney_p, median_ci, quantile
+from natbench.store import single_sample
 
 ALPHA = 0.05
 FASTER, SLOWER, SAME, UNKNOWN = "faster", "slower", "no significant difference", "unknown"
@@ -251,7 +252,7 @@ def agreement(comparisons: list[Comparison]) -> Agreement:
     for comparison in comparisons:
         judged = [p for p in comparison.pairs if p.verdict != UNKNOWN]
         both = sum(_inside(p.a, p.b) and _inside(p.b, p.a) for p in judged)
-        single += sum(min(len(p.a["samples_s"]), len(p.b["samples_s"])) == 1 for p in judged)
+        single += sum(single_sample(p.a) or single_sample(p.b) for p in judged)
         if judged:
             by_backend[judged[0].a["backend"]] = (both, len(judged))
         rows, inside = rows + len(judged), inside + both

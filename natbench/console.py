@@ -13,6 +13,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from natbench.store import single_sample
+
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
@@ -192,9 +194,8 @@ def key_value_table(values: dict, title: str) -> Table:
 _VERDICT_STYLE = {"faster": "green", "slower": "red", "no significant difference": "dim", "unknown": "yellow"}
 
 
-def single_sample(row: dict) -> bool:
-    """A row of one sample in all (its budget held one call): it has no CI, only the point."""
-    return (row.get("ci_method") or "").endswith("/single")
+def threads_text(threads: int) -> str:
+    return f"{threads} CPU thread{'s' * (threads != 1)}"
 
 
 def latency_text(row: dict | None) -> str:
@@ -299,7 +300,7 @@ def comparison_markdown(comparison) -> str:
 def profile_table(breakdown, top: int = 15) -> Table:
     """Top ops and kernels by self time per step, with their spread across the active steps."""
     step = sum(breakdown.step_s) / len(breakdown.step_s)
-    threads = f", {breakdown.threads} CPU thread{'s' * (breakdown.threads != 1)}" if breakdown.device == "cpu" else ""
+    threads = f", {threads_text(breakdown.threads)}" if breakdown.device == "cpu" else ""
     table = Table(title=f"{breakdown.backend} on {breakdown.case_key}: {breakdown.steps} active steps, "
                         f"{format_seconds(step)} per step{threads}", title_justify="left")
     table.caption = "per active step: calls, inclusive time, self time (min-max over steps), % of the step, FLOPs"

@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 
 from natbench import store
-from natbench.console import Sink, noise_warning, results_table, single_sample_warning, skip_reasons
+from natbench.console import (Sink, noise_warning, results_table, single_sample_warning, skip_reasons,
+                              threads_text)
 from natbench.suite import Point, Suite
 from natbench.timing import TimingPolicy
 
@@ -32,9 +33,8 @@ def execute(suite: Suite, points: list[Point], backends: list[str], device: str,
         writer = store.ResultsWriter(path, header, resume)
         context = RunContext(policy)
         todo = [(p, b) for p in points for b in backends if (p.case.key, b) not in writer.done]
-        threads = header["env"]["torch_threads"]
         sink.info(f"{suite.name}: {len(points)} cases x {len(backends)} backends on {device}, "
-                  f"{policy.rounds} rounds, {threads} CPU thread{'s' * (threads != 1)}; "
+                  f"{policy.rounds} rounds, {threads_text(header['env']['torch_threads'])}; "
                   f"{len(todo)} to measure; results -> {path}")
         rows = []
         try:

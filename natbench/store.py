@@ -137,3 +137,8 @@ class ResultsWriter:
 
     def close(self) -> None:
         self._file.close()
+
+
+def single_sample(row: dict) -> bool:
+    """A row of one sample in all (its budget held one call): it has no CI, only the point."""
+    return (row.get("ci_method") or "").endswith("/single")

@@ -99,7 +99,7 @@ def test_agreement_counts_rows_whose_medians_lie_in_each_others_ci():
         return {**row, "latency_ms_ci_low": low, "latency_ms_median": median, "latency_ms_ci_high": high}
 
     def one_sample(row):
-        return {**row, "samples_s": row["samples_s"][:1]}
+        return {**row, "samples_s": row["samples_s"][:1], "ci_method": "samples/single"}
 
     base = _row("natten", "k7", 1e-3)
     before = [with_ci(base, 0.99, 1.0, 1.01), with_ci({**base, "case_key": "k9"}, 0.99, 1.0, 1.01),
