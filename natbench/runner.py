@@ -172,7 +172,9 @@ def _measure(case: Case, backend, context: RunContext, timed: bool) -> dict:
     sampler = sampler_for(case.device, call, setup)
     policy = context.policy
     # A probe call: one slower than the whole sampling budget is reported from that one clean
-    # sample as a timeout instead of being sampled.
+    # sample as a timeout instead of being sampled. It follows the first call and the memory
+    # pass, so when a call is at least as long as the warm-up the probe was taken warm and is
+    # the round's first sample (NATTEN's CPU path, ~1 s a call, no longer pays for a call it drops).
     probe = sampler(1)[0]
     if probe > policy.max_time_s:
         result.update(_timing_fields([[probe]], "timeout", case, backend.op, context))
@@ -180,7 +182,9 @@ def _measure(case: Case, backend, context: RunContext, timed: bool) -> dict:
                       f"{policy.max_time_s:g} s budget; raise --max-time to measure it fully")
         return result
     planned = policy.rounds_for(probe)
-    timing = sample_adaptively(sampler, policy.per_round(planned, warm_call_s=probe))
+    round_policy = policy.per_round(planned, warm_call_s=probe)
+    timing = sample_adaptively(sampler, round_policy,
+                               taken=[probe] if round_policy.warmup_s == 0 else [])
     result.update(samples_s=timing.samples, stop=timing.stop, threads=torch.get_num_threads(),
                   rounds_planned=planned)
     return result

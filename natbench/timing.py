@@ -11,7 +11,7 @@ The loop takes its clock and sampler as arguments, so tests drive it with fake o
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from natbench.errors import SuiteError
@@ -74,17 +74,20 @@ class Timing:
 
 
 def sample_adaptively(sample_batch: SampleBatch, policy: TimingPolicy,
-                      clock: Callable[[], float] = time.perf_counter) -> Timing:
+                      clock: Callable[[], float] = time.perf_counter,
+                      taken: Sequence[float] = ()) -> Timing:
+    """Warm up, then sample until converged or out of budget. `taken`: samples of this round
+    already measured warm (the runner's probe call); they are the first samples, count towards
+    the time budget, and stand in for the warm-up."""
     start = clock()
     warmup_calls = 0
-    while policy.warmup_s > 0 and (warmup_calls == 0 or clock() - start < policy.warmup_s):
+    while not taken and policy.warmup_s > 0 and (warmup_calls == 0 or clock() - start < policy.warmup_s):
         sample_batch(1)
         warmup_calls += 1
-    samples: list[float] = []
-    start = clock()
+    start = clock() - sum(taken)
+    samples = list(taken) or sample_batch(1)
     batch = 1
     while True:
-        samples += sample_batch(min(batch, policy.max_samples - len(samples)))
         elapsed = clock() - start
         if len(samples) >= policy.max_samples:
             return Timing(samples, warmup_calls, "max-samples")
@@ -100,6 +103,7 @@ def sample_adaptively(sample_batch: SampleBatch, policy: TimingPolicy,
         if per_call > left:
             return Timing(samples, warmup_calls, "max-time")
         batch = max(1, min(2 * batch, int(left / per_call) if per_call > 0 else 2 * batch, 64))
+        samples += sample_batch(min(batch, policy.max_samples - len(samples)))
 
 
 def sampler_for(device: str, timed: Callable[[], object],

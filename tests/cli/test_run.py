@@ -72,6 +72,21 @@ def test_a_budget_of_one_call_gives_a_single_sample_shown_without_a_ci(cli, tmp_
     assert "1 sample" in stdout and "1 rows have a single sample and so no CI" in stdout + stderr
 
 
+def test_the_warm_probe_call_is_the_first_sample(cli, tmp_path, fake_backends):
+    # round 0 of a pair: the first call (checked), the memory pass, then the probe; a probe as
+    # long as the warm-up is a sample, so a budget of one 30 ms call costs three calls, not four
+    from tests.fakes import SlowBackend
+
+    for budget, samples in (("0.05", 1), ("0.1", 3)):
+        before = SlowBackend.calls
+        out = tmp_path / f"r{budget}.jsonl"
+        code, _, stderr = cli("run", *CASE, "--backend", "test-slow", "--max-time", budget,
+                              "--rounds", "1", "--out", out)
+        assert code == 0, stderr
+        assert store.load(out).rows[0]["samples"] == samples
+        assert SlowBackend.calls - before == 2 + samples
+
+
 def test_json_prints_only_json_rows(cli, tmp_path):
     code, stdout, _ = cli("run", *FAST, "--backend", "torch", "--json", "--out", tmp_path / "r.jsonl")
     assert code == 0

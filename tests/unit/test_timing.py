@@ -66,6 +66,21 @@ def test_never_exceeds_max_samples():
     assert timing.stop == "max-samples" and len(timing.samples) == 37
 
 
+def test_taken_samples_come_first_count_towards_the_budget_and_replace_the_warmup():
+    clock = FakeClock()
+    policy = TimingPolicy(warmup_s=0.05, min_samples=5, min_time_s=0.01, max_time_s=0.05)
+
+    def must_not_sample(n):
+        raise AssertionError("a second 0.03 s call does not fit in what is left of 0.05 s")
+
+    timing = sample_adaptively(must_not_sample, policy, clock, taken=[0.03])
+    assert (timing.samples, timing.warmup_calls, timing.stop) == ([0.03], 0, "max-time")
+    # with room left, sampling goes on after the taken sample, without a warm-up
+    timing = sample_adaptively(fake_sampler(clock, [0.01] * 100), policy, clock, taken=[0.02])
+    assert timing.samples[0] == 0.02 and timing.warmup_calls == 0
+    assert len(timing.samples) > 1 and sum(timing.samples) <= 0.05 + 1e-9
+
+
 def test_per_round_policy_splits_the_time_budgets():
     policy = TimingPolicy(min_time_s=0.3, max_time_s=3.0, rounds=3).per_round()
     assert (policy.min_time_s, policy.max_time_s, policy.rounds) == (pytest.approx(0.1), 1.0, 1)
