@@ -12,6 +12,8 @@ TORCH_CUDA_ARCH_LIST is unset). Otherwise the build is CPU-only and says why in 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -92,3 +94,11 @@ def build(verbose: bool = False) -> Build:
                      f"--verbose` shows the full log)", time.perf_counter() - begin, None)
     return Build(True, None, time.perf_counter() - begin, directory, tuple(cflags),
                  cuda=cuda_reason is None, cuda_reason=cuda_reason)
+
+
+def start_build() -> subprocess.Popen:
+    """build() in a child process, so that this one can do other work meanwhile (compiling flex
+    takes about as long on a 2-core CPU); a later build() here finds it done and only loads it,
+    or fails the same way and says why."""
+    return subprocess.Popen([sys.executable, "-c", "from natbench.extension import build; build()"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

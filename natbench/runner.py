@@ -33,6 +33,7 @@ class RunContext:
     policy: TimingPolicy
     calibrations: dict = field(default_factory=dict)  # (device, dtype) -> calibration record
     seed: int = 0
+    compile_s: dict = field(default_factory=dict)  # (case key, backend) -> seconds, compile_ahead
     _oracle: dict = field(default_factory=dict)
 
 
@@ -146,6 +147,25 @@ def run_pair(point: Point, backend_name: str, context: RunContext, timed: bool =
             torch.cuda.empty_cache()
 
 
+def compile_ahead(pairs: list[tuple[Point, str]], seed: int = 0) -> dict[tuple[str, str], float]:
+    """The first call of every pair whose backend compiles (flex), made before measuring: seconds
+    per (case key, backend), bind included. Only compiled code is kept; a pair that fails here is
+    left for its measurement to fail and record why."""
+    seconds = {}
+    for point, name in pairs:
+        case, backend = point.case, get_backend(name)
+        if not backend.compiles or backend.supports(case):
+            continue
+        begin = time.perf_counter()
+        try:
+            case.validate()
+            _first_call(backend.bind(case, *make_inputs(case, seed)), case)
+        except Exception:  # noqa: BLE001 - measured again, and recorded, in its own row
+            continue
+        seconds[(case.key, name)] = time.perf_counter() - begin
+    return seconds
+
+
 def _first_call(bound, case: Case):
     """(output, seconds) of the bound call's first, untimed-by-the-sampler run (with a graph when
     the pass needs backward)."""
@@ -161,6 +181,7 @@ def _measure(case: Case, backend, context: RunContext, timed: bool) -> dict:
     bound = backend.bind(case, *inputs)
     out, first_call_s = _first_call(bound, case)
     result = {"first_call_s": first_call_s, "layout_in_timing": False,
+              "compile_s": context.compile_s.get((case.key, backend.name)),
               **check_output(bound.unpack(out), backend.op, case, inputs, context)}
     if not timed:
         return result

@@ -89,6 +89,18 @@ def mismatches(a: dict, b: dict) -> list[str]:
     return out
 
 
+def resumable(path: str | Path, resume: bool) -> Results | None:
+    """What `path` holds when a run resumes it; None for a new file. An existing file is only
+    continued with --resume."""
+    path = Path(path)
+    if not path.exists() or path.stat().st_size == 0:
+        return None
+    if not resume:
+        raise ResultsError(f"{path} already exists; pass --resume to continue it, or --out a new "
+                           f"file.")
+    return load(path)
+
+
 class ResultsWriter:
     """Appends records to a JSON Lines file, flushing each to disk as it is written."""
 
@@ -97,11 +109,8 @@ class ResultsWriter:
         self.done: set[tuple[str, str]] = set()
         self.calibrations: dict[tuple[str, str], dict] = {}  # (device, dtype) -> record
         self.rounds: dict[tuple[str, str], list[dict]] = {}  # of pairs without a row yet
-        if self.path.exists() and self.path.stat().st_size > 0:
-            if not resume:
-                raise ResultsError(f"{self.path} already exists; pass --resume to continue it, "
-                                   f"or --out a new file.")
-            old = load(self.path)
+        old = resumable(self.path, resume)
+        if old is not None:
             differ = mismatches(old.header, header)
             if differ:
                 raise ResultsError(f"{self.path} was recorded on another setup ({'; '.join(differ)}); "

@@ -95,8 +95,31 @@ class SlowBackend(Backend):
 SLOW_CALL_S = 0.03
 
 
+class CompilingBackend(Backend):
+    """Reference NA whose first call of a case "compiles" (sleeps COMPILE_S): a run must make
+    that call before it measures."""
+
+    name = "test-compiling"
+    summary = "reference NA with a first call that compiles"
+    caps = Capabilities()
+    compiles = True
+    compiled: set = set()  # case keys whose first call was made
+
+    def forward(self, q, k, v, case, rpb=None, scale=None):
+        from natbench.backends import reference
+
+        if case.key not in CompilingBackend.compiled:
+            time.sleep(COMPILE_S)
+            CompilingBackend.compiled.add(case.key)
+        return reference.neighborhood(q, k, v, case, rpb)
+
+
+COMPILE_S = 0.2
+
+
 REGISTRY = {
     "test-slow": ("tests.fakes", "SlowBackend"),
+    "test-compiling": ("tests.fakes", "CompilingBackend"),
     "test-planted": ("tests.fakes", "PlantedBackend"),
     "test-wrong": ("tests.fakes", "WrongBackend"),
     "test-raising": ("tests.fakes", "RaisingBackend"),

@@ -60,6 +60,9 @@ class Backend:
     summary: ClassVar[str]
     caps: ClassVar[Capabilities] = Capabilities()
     layout: ClassVar[str] = "[B, *spatial, heads, D] (the public layout)"
+    # True when a case's first call compiles code (torch.compile): a run makes those calls before
+    # it measures, while the extension builds (runner.compile_ahead).
+    compiles: ClassVar[bool] = False
 
     def unavailable_reason(self) -> str | None:
         """None when the backend can run on this machine at all, else a sentence saying why not."""

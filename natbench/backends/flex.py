@@ -3,7 +3,8 @@
 The mask_mod computes NA_SEMANTICS.md's window rules per axis in tensor arithmetic; NAT's RPB is a score_mod reading the bias table (its indices are
 clamped because FlexAttention also evaluates score_mod on masked entries of partial blocks).
 Block masks are cached per geometry; the compiled kernel is cached by torch.compile per shape.
-The first call of a case compiles: the runner reports it apart from the timed calls.
+The first call of a shape compiles: a run makes it before measuring (runner.compile_ahead) and
+records its time as the row's `compile_s`.
 
 The mask_mod takes the kernel size as a 0-d tensor it captures, not as a Python int: torch.compile
 makes a captured int a constant of the kernel and recompiles for every value (5-6 s each on a
@@ -146,6 +147,7 @@ class FlexBackend(Backend):
     caps = Capabilities(dtypes=frozenset({"float32", "bfloat16", "float16"}),
                         backward_devices=frozenset({"cuda"}))
     layout = "[B, heads, N, D]"
+    compiles = True
 
     def unavailable_reason(self):
         try:

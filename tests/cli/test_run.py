@@ -87,6 +87,39 @@ def test_the_warm_probe_call_is_the_first_sample(cli, tmp_path, fake_backends):
         assert SlowBackend.calls - before == 2 + samples
 
 
+def test_first_calls_that_compile_are_made_ahead_while_the_extension_builds(cli, tmp_path,
+                                                                            fake_backends, monkeypatch):
+    from natbench import extension
+    from tests.fakes import COMPILE_S, CompilingBackend
+
+    events = []
+
+    class FakeBuild:
+        def wait(self):
+            events.append(("build joined", set(CompilingBackend.compiled)))
+
+    monkeypatch.setattr(extension, "start_build", lambda: events.append("build started") or FakeBuild())
+    monkeypatch.setattr(CompilingBackend, "compiled", set())
+    out = tmp_path / "r.jsonl"
+    code, _, stderr = cli("run", *FAST, "--backend", "test-compiling,torch", "--set", "kernel_size=3,5",
+                          "--rounds", "2", "--out", out)
+    assert code == 0, stderr
+    results = store.load(out)
+    # both cases compiled after the build started and before the run waited for it
+    assert events[0] == "build started" and len(events[1][1]) == 2
+    assert results.header["prepare"]["backends"] == ["test-compiling"]
+    assert results.header["prepare"]["compile_s"] >= 2 * COMPILE_S
+    rows = {(r["backend"], r["kernel_size"][0]): r for r in results.rows}
+    for k in (3, 5):
+        assert rows[("test-compiling", k)]["compile_s"] >= COMPILE_S
+        assert rows[("test-compiling", k)]["first_call_s"] < COMPILE_S  # compiled already
+        assert rows[("torch", k)]["compile_s"] is None
+    # without a backend that compiles there is no such phase: the header builds as before
+    events.clear()
+    assert cli("run", *FAST, "--backend", "torch", "--out", tmp_path / "t.jsonl")[0] == 0
+    assert events == [] and "prepare" not in store.load(tmp_path / "t.jsonl").header
+
+
 def test_json_prints_only_json_rows(cli, tmp_path):
     code, stdout, _ = cli("run", *FAST, "--backend", "torch", "--json", "--out", tmp_path / "r.jsonl")
     assert code == 0
