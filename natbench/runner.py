@@ -191,7 +191,7 @@ def _measure(case: Case, backend, context: RunContext, timed: bool) -> dict:
         setup()
     result["peak_memory_bytes"] = peak_bytes(call, case.device)
     sampler = sampler_for(case.device, call, setup)
-    policy = context.policy
+    policy = context.policy.for_backend(backend.name)
     # A probe call: one slower than the whole sampling budget is reported from that one clean
     # sample as a timeout instead of being sampled. It follows the first call and the memory
     # pass, so when a call is at least as long as the warm-up the probe was taken warm and is
@@ -221,7 +221,8 @@ def time_again(point: Point, backend_name: str, context: RunContext, planned: in
         setup, call = _pass_callables(bound, case, out)
         del out
         sampler = sampler_for(case.device, call, setup)
-        timing = sample_adaptively(sampler, context.policy.per_round(planned, warm_call_s))
+        timing = sample_adaptively(sampler, context.policy.for_backend(backend_name)
+                                   .per_round(planned, warm_call_s))
         return {"status": "ok", "samples_s": timing.samples, "stop": timing.stop}
     except Exception as error:
         status = "oom" if _is_oom(error) else "error"

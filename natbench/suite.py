@@ -13,6 +13,7 @@ A suite file has these parts (all optional but `case`):
     resolution = [56, 28]
     heads = [2, 4]
     [timing]                              # TimingPolicy fields, e.g. max_time_s = 2.0
+    [timing.backends.natten-lib]          # the same fields for one backend, e.g. max_time_s = 2.5
     [gate]                                # natbench gate thresholds, e.g. latency = 0.2
 
 `label` may be swept or zipped like an axis: it names cases in tables (e.g. "NAT-Tiny").
@@ -37,6 +38,7 @@ AXES = ("rank", "batch", "heads", "head_dim", "resolution", "kernel_size", "dila
 TOP_KEYS = ("description", "backends", "case", "sweep", "zip", "timing", "gate")
 GATE_KEYS = ("latency", "memory", "flops")  # natbench gate's thresholds, as fractions
 TIMING_KEYS = tuple(f.name for f in fields(TimingPolicy))
+BACKEND_TIMING_KEYS = tuple(k for k in TIMING_KEYS if k not in ("threads", "backends"))
 DEFAULTS = {"rank": 2, "batch": 1, "heads": 4, "head_dim": 32, "resolution": 56, "kernel_size": 7,
             "dilation": 1, "stride": 1, "is_causal": False, "rpb": False, "dtype": "float32",
             "device": "cpu", "pass": "fwd", "label": ""}
@@ -79,7 +81,12 @@ class Suite:
                      zips, self.timing, self.gate)
 
     def policy(self, **overrides) -> TimingPolicy:
-        values = {**self.timing, **{k: v for k, v in overrides.items() if v is not None}}
+        """The [timing] table with the command line's values, which hold for every backend: they
+        replace the same fields of [timing.backends.NAME] too."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        backends = {name: {k: v for k, v in values.items() if k not in given}
+                    for name, values in self.timing.get("backends", {}).items()}
+        values = {**self.timing, **given, "backends": {k: v for k, v in backends.items() if v}}
         try:
             return TimingPolicy(**values)
         except SuiteError as error:
@@ -166,6 +173,9 @@ def load(name_or_path: str) -> Suite:
             raise SuiteError(f"{checker.at(next(iter(group)), '[zip]')}: every key of a [[zip]] "
                              f"group must be a list of the same length; got lengths {lengths}.")
     timing = checker.table(data, "timing", TIMING_KEYS)
+    per_backend = checker.table(timing, "backends", backend_names(), "timing")
+    for name in per_backend:
+        checker.table(per_backend, name, BACKEND_TIMING_KEYS, "timing.backends")
     gate = checker.table(data, "gate", GATE_KEYS)
     for metric, value in gate.items():
         if not isinstance(value, (int, float)) or value < 0:
@@ -174,6 +184,7 @@ def load(name_or_path: str) -> Suite:
     suite = Suite(path.stem, path, data.get("description", ""), backends, defaults, sweep, zips,
                   timing, gate)
     suite.expand()  # surfaces bad values now, with the file's name
+    suite.policy()
     return suite
 
 
@@ -238,9 +249,11 @@ class _Checker:
                 raise SuiteError(f"{self.at(key, table)}: unknown key{_suggest(key, allowed)}; "
                                  f"allowed here: {', '.join(allowed)}.")
 
-    def table(self, data: dict, name: str, allowed) -> dict:
+    def table(self, data: dict, name: str, allowed, parent: str | None = None) -> dict:
+        """data[name], a table whose keys must be in `allowed`; `parent`: the table data is."""
         value = data.get(name, {})
+        full = f"{parent}.{name}" if parent else name
         if not isinstance(value, dict):
-            raise SuiteError(f"{self.at(name)}: {name} must be a table ([{name}]).")
-        self.keys(value, allowed, name)
+            raise SuiteError(f"{self.at(name, parent)}: {full} must be a table ([{full}]).")
+        self.keys(value, allowed, full)
         return value

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields, replace
 
 from natbench.errors import SuiteError
 from natbench.stats import summarize
@@ -41,11 +41,33 @@ class TimingPolicy:
     # machine stalls every call; with one thread its round medians wandered by 1-3% instead of
     # 10-20% (README, "Threads").
     threads: int | str = 1
+    # Per backend, other values of the fields above except threads (one count serves a whole
+    # run), e.g. {"natten-lib": {"max_time_s": 2.5, "rounds": 1}}: a suite gives a backend that is
+    # 1000x slower than the rest the budget a CI needs, without giving it to every pair.
+    backends: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.threads != "auto" and (type(self.threads) is not int or self.threads < 1):
             raise SuiteError(f"threads {self.threads!r}: use a positive count, or \"auto\" for "
                              f"torch's default (one per physical core).")
+        allowed = [f.name for f in fields(self) if f.name not in ("threads", "backends")]
+        for name, values in self.backends.items():
+            if not isinstance(values, dict):
+                raise SuiteError(f"backends.{name}: use a table of timing fields, e.g. "
+                                 f"[timing.backends.{name}] with max_time_s = 2.5.")
+            for key in values:
+                if key not in allowed:
+                    raise SuiteError(f"backends.{name}.{key}: not a timing field a backend can set; "
+                                     f"use {', '.join(allowed)}.")
+            if values.get("rounds", 1) > self.rounds:
+                raise SuiteError(f"backends.{name}.rounds {values['rounds']} is over the run's "
+                                 f"{self.rounds} rounds; a backend may take fewer, not more.")
+
+    def for_backend(self, name: str) -> TimingPolicy:
+        """The policy of one backend: this one with its values from `backends`."""
+        if name not in self.backends:
+            return self
+        return replace(self, **self.backends[name], backends={})
 
     def rounds_for(self, call_s: float) -> int:
         """The rounds a pair whose one call takes `call_s` gets: every round, unless one sample
@@ -58,8 +80,6 @@ class TimingPolicy:
         """The policy of one of `rounds` rounds (default: all of them). `warm_call_s`: an untimed
         call that just ran; one at least as long as the warm-up is the warm-up (a slow call
         would otherwise be run once more for nothing)."""
-        from dataclasses import replace
-
         rounds = rounds or self.rounds
         return replace(self, min_time_s=self.min_time_s / rounds,
                        max_time_s=self.max_time_s / rounds, rounds=1,

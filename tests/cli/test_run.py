@@ -120,6 +120,34 @@ def test_first_calls_that_compile_are_made_ahead_while_the_extension_builds(cli,
     assert events == [] and "prepare" not in store.load(tmp_path / "t.jsonl").header
 
 
+def test_a_suite_gives_one_backend_its_own_budget(cli, tmp_path, fake_backends):
+    suite = tmp_path / "slow.toml"
+    suite.write_text("""
+backends = ["test-slow", "torch"]
+[case]
+resolution = 8
+kernel_size = 3
+heads = 2
+head_dim = 16
+[timing]
+max_time_s = 0.05
+rounds = 3
+[timing.backends.test-slow]
+max_time_s = 0.12
+rounds = 1
+""")
+    out = tmp_path / "r.jsonl"
+    code, _, stderr = cli("run", "--suite", str(suite), "--device", "cpu", "--out", out)
+    assert code == 0, stderr
+    results = store.load(out)
+    rows = {r["backend"]: r for r in results.rows}
+    # 30 ms calls: 0.05 s holds one (no CI); its own 0.12 s holds several, in its one round
+    slow = rows["test-slow"]
+    assert (slow["rounds"], slow["ci_method"]) == (1, "samples/log-t") and slow["samples"] >= 2
+    assert rows["torch"]["rounds"] == 3
+    assert results.header["policy"]["backends"] == {"test-slow": {"max_time_s": 0.12, "rounds": 1}}
+
+
 def test_json_prints_only_json_rows(cli, tmp_path):
     code, stdout, _ = cli("run", *FAST, "--backend", "torch", "--json", "--out", tmp_path / "r.jsonl")
     assert code == 0

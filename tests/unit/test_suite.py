@@ -66,6 +66,12 @@ def test_set_overrides_one_value_or_sweeps_several():
     ("[case]\ndtype = 'float8'\n", r"unknown dtype 'float8'"),
     ("[case]\n[timing]\nmax_time = 1\n", r"did you mean 'max_time_s'"),
     ("description = 'x'\n", r"no \[case\] table"),
+    ("[case]\n[timing.backends.natten-lbi]\nrounds = 1\n", r"unknown key \(did you mean 'natten-lib'\?\)"),
+    ("[case]\n[timing.backends.torch]\nmax_time = 2\n",
+     r"s.toml:3: key 'max_time': unknown key \(did you mean 'max_time_s'\?\)"),
+    ("[case]\n[timing.backends.torch]\nthreads = 2\n", r"key 'threads': unknown key"),
+    ("[case]\n[timing]\nrounds = 2\n[timing.backends.torch]\nrounds = 3\n",
+     r"backends.torch.rounds 3 is over the run's 2 rounds"),
 ])
 def test_malformed_suites_name_file_line_and_key(tmp_path, text, message):
     with pytest.raises(SuiteError, match=message):
@@ -80,3 +86,23 @@ def test_unknown_suite_and_bad_set_options_are_explained():
     with pytest.raises(SuiteError, match="expected AXIS=VALUE"):
         suites.parse_set("kernel_size")
     assert suites.parse_set("is_causal=truexfalse") == ("is_causal", [[True, False]])
+
+
+def test_a_backend_timing_table_changes_that_backend_only_and_the_command_line_beats_it(tmp_path):
+    path = _write(tmp_path, """
+[case]
+[timing]
+max_time_s = 1.0
+[timing.backends.natten-lib]
+max_time_s = 2.5
+rounds = 1
+""")
+    loaded = suites.load(str(path))
+    policy = loaded.policy()
+    slow, torch_ = policy.for_backend("natten-lib"), policy.for_backend("torch")
+    assert (slow.max_time_s, slow.rounds, slow.min_samples) == (2.5, 1, policy.min_samples)
+    assert torch_ is policy and (policy.max_time_s, policy.rounds) == (1.0, 8)
+    # --max-time holds for every backend; the table keeps what the command line did not set
+    given = loaded.policy(max_time_s=0.5).for_backend("natten-lib")
+    assert (given.max_time_s, given.rounds) == (0.5, 1)
+    assert loaded.policy(max_time_s=0.5, rounds=1).backends == {}

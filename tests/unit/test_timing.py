@@ -122,3 +122,13 @@ def test_a_thread_count_that_is_not_a_positive_int_or_auto_is_refused(threads):
 def test_threads_default_to_one_and_take_auto_or_a_count():
     assert TimingPolicy().threads == 1
     assert TimingPolicy(threads="auto").threads == "auto" and TimingPolicy(threads=3).threads == 3
+
+
+def test_a_backend_may_change_its_own_timing_fields_only():
+    policy = TimingPolicy(max_time_s=1.0, backends={"slow": {"max_time_s": 3.0, "rounds": 1}})
+    assert policy.for_backend("slow") == TimingPolicy(max_time_s=3.0, rounds=1)
+    assert policy.for_backend("fast") is policy
+    with pytest.raises(SuiteError, match="backends.slow.threads"):
+        TimingPolicy(backends={"slow": {"threads": 2}})
+    with pytest.raises(SuiteError, match="use a table of timing fields"):
+        TimingPolicy(backends={"slow": 3.0})
