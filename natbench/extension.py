@@ -96,9 +96,14 @@ def build(verbose: bool = False) -> Build:
                  cuda=cuda_reason is None, cuda_reason=cuda_reason)
 
 
+_BUILD_CODE = "from natbench.extension import build; build()"
+
+
 def start_build() -> subprocess.Popen:
     """build() in a child process, so that this one can do other work meanwhile (compiling flex
     takes about as long on a 2-core CPU); a later build() here finds it done and only loads it,
-    or fails the same way and says why."""
-    return subprocess.Popen([sys.executable, "-c", "from natbench.extension import build; build()"],
+    or fails the same way and says why. The child runs in the folder that holds this natbench,
+    so that it imports this one (`python -c` looks in its working folder first): another
+    checkout's sources would make a different build, which this process would then redo."""
+    return subprocess.Popen([sys.executable, "-c", _BUILD_CODE], cwd=Path(__file__).resolve().parent.parent,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -146,3 +146,15 @@ def test_windows_of_many_vector_blocks_match_reference_fp32(kernel, dilation, ca
     _, ref_grads = _forward_and_grads("reference", case.with_(dtype="float64"), wide)
     for got, want in zip(grads, ref_grads):
         assert (got.double() - want).abs().max().item() <= 10 * tolerance("float32")
+
+
+def test_the_build_child_imports_this_natbench_wherever_the_run_started(tmp_path, monkeypatch):
+    # a run started in another checkout must not build that one's sources in the child
+    from natbench import extension
+
+    decoy = tmp_path / "natbench"
+    decoy.mkdir()
+    (decoy / "__init__.py").write_text("raise SystemExit(3)")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(extension, "_BUILD_CODE", "import natbench.extension")  # no compile
+    assert extension.start_build().wait() == 0
