@@ -228,6 +228,12 @@ class Agreement:
     inside: int
     single: int
     by_backend: dict[str, tuple[int, int]]  # backend -> (inside, rows)
+    # The median over the rows of B's median / A's: the whole machine's shift between the runs,
+    # and how many rows agree once B is divided by it (natbench gate's drift correction). A
+    # diagnostic beside `inside`, never instead of it: it says whether the runs differ by one
+    # factor, which no CI of a single run can see, or row by row.
+    drift: float = 1.0
+    inside_without_drift: int = 0
 
     @property
     def fraction(self) -> float | None:
@@ -236,27 +242,32 @@ class Agreement:
     def to_record(self) -> dict:
         return {"rows": self.rows, "inside": self.inside, "fraction": self.fraction,
                 "single_sample_rows": self.single,
-                "by_backend": {b: {"inside": i, "rows": n} for b, (i, n) in self.by_backend.items()}}
+                "by_backend": {b: {"inside": i, "rows": n} for b, (i, n) in self.by_backend.items()},
+                "drift": self.drift, "inside_without_drift": self.inside_without_drift}
 
 
-def _inside(row: dict, other: dict) -> bool:
-    return other["latency_ms_ci_low"] <= row["latency_ms_median"] <= other["latency_ms_ci_high"]
+def _agree(a: dict, b: dict, drift: float = 1.0) -> bool:
+    """Each median inside the other's CI, B's latencies divided by `drift`."""
+    b_low, b_median, b_high = (b[k] / drift for k in ("latency_ms_ci_low", "latency_ms_median",
+                                                        "latency_ms_ci_high"))
+    return (a["latency_ms_ci_low"] <= b_median <= a["latency_ms_ci_high"]
+            and b_low <= a["latency_ms_median"] <= b_high)
 
 
 def agreement(comparisons: list[Comparison]) -> Agreement:
     """The row-by-row agreement of two runs (`compare_runs`' comparisons): the check that the
     CIs are honest, since a 95% CI that misses the other run's median on most rows is too narrow
     for this machine's run-to-run drift."""
-    rows = inside = single = 0
-    by_backend = {}
-    for comparison in comparisons:
-        judged = [p for p in comparison.pairs if p.verdict != UNKNOWN]
-        both = sum(_inside(p.a, p.b) and _inside(p.b, p.a) for p in judged)
-        single += sum(single_sample(p.a) or single_sample(p.b) for p in judged)
-        if judged:
-            by_backend[judged[0].a["backend"]] = (both, len(judged))
-        rows, inside = rows + len(judged), inside + both
-    return Agreement(rows, inside, single, by_backend)
+    judged = {c.a_label: [p for p in c.pairs if p.verdict != UNKNOWN] for c in comparisons}
+    pairs = [p for backend_pairs in judged.values() for p in backend_pairs]
+    if not pairs:
+        return Agreement(0, 0, 0, {})
+    drift = quantile([p.b["latency_ms_median"] / p.a["latency_ms_median"] for p in pairs], 0.5)
+    by_backend = {ps[0].a["backend"]: (sum(_agree(p.a, p.b) for p in ps), len(ps))
+                  for ps in judged.values() if ps}
+    return Agreement(len(pairs), sum(_agree(p.a, p.b) for p in pairs),
+                     sum(single_sample(p.a) or single_sample(p.b) for p in pairs), by_backend,
+                     drift, sum(_agree(p.a, p.b, drift) for p in pairs))
 
 
 def machine_shift(comparisons: list[Comparison]) -> tuple[int, int, float, float] | None:

@@ -262,7 +262,10 @@ def agreement_text(agreement) -> str:
     single = (f"; {agreement.single} of them have a single sample on a side (no CI: they agree "
               f"only on equal times)") if agreement.single else ""
     return (f"agreement: {agreement.inside} of {agreement.rows} rows ({agreement.fraction:.0%}) "
-            f"have each run's median inside the other's 95% CI ({backends}){single}.")
+            f"have each run's median inside the other's 95% CI ({backends}){single}. With the "
+            f"second run's median ratio to the first ({agreement.drift:.3f}x) divided out, as "
+            f"`natbench gate` does: {agreement.inside_without_drift} of {agreement.rows} "
+            f"({agreement.inside_without_drift / agreement.rows:.0%}).")
 
 
 def comparison_table(comparison) -> Table:

@@ -115,6 +115,20 @@ def test_agreement_counts_rows_whose_medians_lie_in_each_others_ci():
     assert agreement(compare_runs(before, before, "a", "a")).inside == 4
 
 
+def test_agreement_also_says_how_many_rows_agree_once_a_whole_run_shift_is_divided_out():
+    def with_ci(key, low, median, high):
+        return {**_row("natten", key, 1e-3), "case_key": key, "latency_ms_ci_low": low,
+                "latency_ms_median": median, "latency_ms_ci_high": high}
+
+    before = [with_ci(f"k{k}", 0.99 * k, k, 1.01 * k) for k in (3, 5, 7)]
+    shifted = [with_ci(f"k{k}", 1.3 * 0.99 * k, 1.3 * k, 1.3 * 1.01 * k) for k in (3, 5)]
+    odd = [with_ci("k7", 1.6 * 0.99 * 7, 1.6 * 7, 1.6 * 1.01 * 7)]  # this row moved on its own
+    result = agreement(compare_runs(before, shifted + odd, "a", "b"))
+    assert result.inside == 0 and result.drift == pytest.approx(1.3)
+    assert result.inside_without_drift == 2 and result.rows == 3
+    assert result.to_record()["inside_without_drift"] == 2
+
+
 def test_machine_shift_needs_most_backends_moved_the_same_way():
     from types import SimpleNamespace
 
