@@ -21,7 +21,7 @@ from pathlib import Path
 
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
 NAME = "natbench_ext"
-SOURCES = ("bindings.cpp", "cpu/na_cpu.cpp")
+SOURCES = ("bindings.cpp", "cpu/na_cpu.cpp", "cpu/na_cpu_fused_backward.cpp")
 CUDA_SOURCES = ("cuda/na_cuda.cpp", "cuda/na_kernels.cu")
 NVCCFLAGS = ("-O3", "-std=c++17", "--use_fast_math", "-DNATBENCH_WITH_CUDA")
 # -fno-math-errno lets the compiler vectorize exp (glibc's vector math library).

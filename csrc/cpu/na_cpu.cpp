@@ -1,94 +1,10 @@
-// CPU host API: argument checks, then dispatch over rank and dtype to the kernels.
-#include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
-
-#include "../include/na_ops.h"
-#include "na_kernels.h"
+// CPU host API: argument checks, then dispatch over rank and dtype to the kernels: the fused
+// forward and the unfused kernels here, the fused backward in na_cpu_fused_backward.cpp.
+#include "na_cpu_host.h"
 
 namespace natbench {
-namespace {
 
-// Spatial axes of a [B, *spatial, H, D] tensor, checked against the geometry lists.
-template <int R>
-Geometry<R> geometry(const at::Tensor& x, const IntList& kernel, const IntList& dilation,
-                     const IntList& stride, const BoolList& causal) {
-  TORCH_CHECK(x.dim() == R + 3, "q must have ", R + 3, " dims [B, *spatial, heads, D], got ", x.dim());
-  TORCH_CHECK(static_cast<int64_t>(kernel.size()) == R && static_cast<int64_t>(dilation.size()) == R &&
-                  static_cast<int64_t>(stride.size()) == R && static_cast<int64_t>(causal.size()) == R,
-              "kernel_size, dilation, stride and is_causal need ", R, " entries each");
-  std::array<Axis, R> axes;
-  for (int d = 0; d < R; ++d) {
-    const int64_t length = x.size(d + 1);
-    TORCH_CHECK(kernel[d] >= 1 && dilation[d] >= 1 && kernel[d] * dilation[d] <= length,
-                "axis ", d, ": kernel_size ", kernel[d], " x dilation ", dilation[d], " > length ", length);
-    TORCH_CHECK(stride[d] >= 1 && stride[d] <= kernel[d], "axis ", d, ": stride ", stride[d],
-                " is outside 1..kernel_size ", kernel[d]);
-    axes[d] = Axis{length, kernel[d], dilation[d], stride[d], causal.get(d)};
-  }
-  return Geometry<R>(axes);
-}
-
-Shape shape_of(const at::Tensor& q, const at::Tensor& v) {
-  return Shape{q.size(0), q.size(-2), q.size(-1), v.size(-1)};
-}
-
-void check_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
-  TORCH_CHECK(q.device().is_cpu(), "q must be on the CPU, got ", q.device());
-  TORCH_CHECK(k.sizes() == q.sizes(), "k must have q's shape ", q.sizes(), ", got ", k.sizes());
-  TORCH_CHECK(v.sizes().slice(0, v.dim() - 1) == q.sizes().slice(0, q.dim() - 1),
-              "v must match q in all but its last dim, got ", v.sizes());
-  TORCH_CHECK(k.scalar_type() == q.scalar_type() && v.scalar_type() == q.scalar_type(),
-              "q, k and v must share one dtype");
-}
-
-template <typename Fn>
-void with_rank(int64_t rank, Fn&& fn) {
-  switch (rank) {
-    case 1: fn(std::integral_constant<int, 1>{}); break;
-    case 2: fn(std::integral_constant<int, 2>{}); break;
-    case 3: fn(std::integral_constant<int, 3>{}); break;
-    default: TORCH_CHECK(false, "rank must be 1, 2 or 3, got ", rank);
-  }
-}
-
-template <typename T>
-using acc_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
-
-at::ScalarType acc_type(const at::Tensor& x) {
-  return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-}
-
-template <typename T>
-const T* maybe(const std::optional<at::Tensor>& t) {
-  return t.has_value() ? t->data_ptr<T>() : nullptr;
-}
-
-// The fused kernels read every input in the accumulation type (no copy for float and double).
-at::Tensor in_acc(const at::Tensor& x) { return x.to(acc_type(x)).contiguous(); }
-
-// The bias table as [H, bias_size + kBiasPad] in the accumulation type: a zero tail per head keeps
-// the kernels' full-width vector loads inside it.
-std::optional<at::Tensor> padded_bias(const std::optional<at::Tensor>& rpb, const at::Tensor& q) {
-  if (!rpb.has_value()) return rpb;
-  const int64_t heads = rpb->size(0), size = rpb->numel() / heads;
-  auto table = at::zeros({heads, size + kBiasPad}, q.options().dtype(acc_type(q)));
-  table.narrow(1, 0, size).copy_(rpb->reshape({heads, size}));
-  return table;
-}
-
-std::optional<at::Tensor> contiguous(const std::optional<at::Tensor>& t) {
-  if (!t.has_value()) return t;
-  return t->contiguous();
-}
-
-// The packed copy of a [B, N, H, dim] tensor for the fused kernels, from torch's allocator
-// (64-byte aligned) so that memory measurements see it.
-template <typename A>
-at::Tensor workspace(const Shape& shape, int64_t tokens, int64_t dim, const at::Tensor& like) {
-  return at::empty({packed_size<A>(shape, tokens, dim)}, like.options());
-}
-
-}  // namespace
+using namespace host;
 
 std::tuple<at::Tensor, at::Tensor> fused_forward_cpu(
     const at::Tensor& q_, const at::Tensor& k_, const at::Tensor& v_, const std::optional<at::Tensor>& rpb_,
@@ -115,41 +31,6 @@ std::tuple<at::Tensor, at::Tensor> fused_forward_cpu(
     });
   });
   return {out, lse};
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, std::optional<at::Tensor>> fused_backward_cpu(
-    const at::Tensor& q_, const at::Tensor& k_, const at::Tensor& v_, const std::optional<at::Tensor>& rpb_,
-    const at::Tensor& out_, const at::Tensor& lse_, const at::Tensor& dout_, IntList kernel,
-    IntList dilation, IntList stride, BoolList causal, double scale) {
-  check_inputs(q_, k_, v_);
-  auto q = in_acc(q_), k = in_acc(k_), v = in_acc(v_), out = in_acc(out_), dout = in_acc(dout_);
-  auto lse = lse_.contiguous();
-  auto rpb = padded_bias(rpb_, q_);
-  auto dq = at::empty(q_.sizes(), q_.options());
-  auto dk = at::zeros(k.sizes(), k.options());
-  auto dv = at::zeros(v.sizes(), v.options());
-  std::optional<at::Tensor> drpb;
-  with_rank(q.dim() - 3, [&](auto rank) {
-    constexpr int R = decltype(rank)::value;
-    const auto g = geometry<R>(q, kernel, dilation, stride, causal);
-    at::Tensor drpb_acc;
-    if (rpb.has_value()) drpb_acc = at::zeros({q.size(0), q.size(-2), g.bias_size}, dk.options());
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q_.scalar_type(), "na_fused_backward", [&] {
-      using A = acc_t<scalar_t>;
-      const Shape shape = shape_of(q, v);
-      const at::Tensor packed_keys = workspace<A>(shape, g.tokens, shape.dim, q);
-      const at::Tensor packed_values = workspace<A>(shape, g.tokens, shape.dim_v, q);
-      with_key_width<A>(g.axes[R - 1].kernel, [&](auto bytes) {
-        fused_backward<R, scalar_t, A, decltype(bytes)::value>(
-            g, shape, q.data_ptr<A>(), k.data_ptr<A>(), v.data_ptr<A>(), maybe<A>(rpb),
-            out.data_ptr<A>(), dout.data_ptr<A>(), lse.data_ptr<A>(), dq.data_ptr<scalar_t>(),
-            dk.data_ptr<A>(), dv.data_ptr<A>(), rpb.has_value() ? drpb_acc.data_ptr<A>() : nullptr,
-            static_cast<A>(scale), packed_keys.data_ptr<A>(), packed_values.data_ptr<A>());
-      });
-    });
-    if (rpb.has_value()) drpb = drpb_acc.sum(0).view(rpb_->sizes()).to(rpb_->scalar_type());
-  });
-  return {dq, dk.to(q_.scalar_type()), dv.to(q_.scalar_type()), drpb};
 }
 
 at::Tensor qk_rpb_cpu(const at::Tensor& q_, const at::Tensor& k_, const std::optional<at::Tensor>& rpb_,
