@@ -29,6 +29,7 @@ from natbench.backends.base import Backend, Bound, Capabilities, default_scale, 
 from natbench.geometry import NAGeometry
 
 _RECOMPILE_LIMIT = 512
+_CPU_TOKEN_MULTIPLE = 16
 
 
 @lru_cache(maxsize=1)
@@ -92,6 +93,7 @@ def _coordinate(flat, length, token_stride, first_axis):
 
 def na_mask_mod(geometry: NAGeometry, device):
     axes = _axes(geometry, kernel_device=device)
+    tokens = geometry.tokens
 
     def mask_mod(b, h, q_idx, kv_idx):
         allowed = None
@@ -105,9 +107,26 @@ def na_mask_mod(geometry: NAGeometry, device):
                 key = ka // dilation
                 inside = (ka % dilation == group) & (key >= first) & (key < end)
             allowed = inside if allowed is None else allowed & inside
-        return allowed
+        if padded_tokens(tokens, device) == tokens:
+            return allowed
+        # padded keys are never attended; a padded query attends key 0 (its row is cut off)
+        real = q_idx < tokens
+        return (real & allowed & (kv_idx < tokens)) | (~real & (kv_idx == 0))
 
     return mask_mod
+
+
+def padded_tokens(tokens: int, device) -> int:
+    """The sequence length flex runs: on the CPU `tokens` rounded up to a multiple of 16. torch
+    2.13's compiled FlexAttention on the CPU computed wrong values or NaN at some lengths that
+    are not (40, 72, 88, 104 and 120 tokens of those tried, on an AVX2 CPU, with the NA mask);
+    padded to a multiple of 16 they were right. The padding happens in bind, outside timing."""
+    return tokens if str(device) != "cpu" else -(-tokens // _CPU_TOKEN_MULTIPLE) * _CPU_TOKEN_MULTIPLE
+
+
+def _pad(t, tokens: int):
+    """[B, heads, N, D] zero-padded to `tokens` along N (the same tensor when N is already)."""
+    return t if t.shape[2] == tokens else torch.nn.functional.pad(t, (0, 0, 0, tokens - t.shape[2]))
 
 
 def _score_mod(case, rpb):
@@ -135,7 +154,7 @@ def rpb_score_mod(geometry: NAGeometry, rpb):
 def block_mask(geometry: NAGeometry, device: str):
     from torch.nn.attention.flex_attention import create_block_mask
 
-    n = geometry.tokens
+    n = padded_tokens(geometry.tokens, device)
     return create_block_mask(na_mask_mod(geometry, device), None, None, n, n, device=device,
                              _compile=True)
 
@@ -169,14 +188,22 @@ class FlexBackend(Backend):
                                 scale=default_scale(qh.shape[-1], scale))
 
     def forward(self, q, k, v, case, rpb=None, scale=None):
-        out = self._run(*(heads_first(t) for t in (q, k, v)), case, _score_mod(case, rpb), scale)
-        return out.transpose(1, 2).reshape(*q.shape[:-1], v.shape[-1])
+        tokens = padded_tokens(case.tokens, q.device)
+        out = self._run(*(_pad(heads_first(t), tokens) for t in (q, k, v)), case,
+                        _score_mod(case, rpb), scale)
+        return _public(out, case, q, v)
 
     def bind(self, case, q, k, v, rpb=None, scale=None):
-        qh, kh, vh = (heads_first(t).contiguous().detach().requires_grad_(t.requires_grad)
+        tokens = padded_tokens(case.tokens, q.device)
+        qh, kh, vh = (_pad(heads_first(t), tokens).contiguous().detach().requires_grad_(t.requires_grad)
                       for t in (q, k, v))
         block_mask(case.geometry, str(q.device))  # built outside timing, like the score_mod
         score_mod = _score_mod(case, rpb)
         return Bound(fn=lambda: self._run(qh, kh, vh, case, score_mod, scale),
-                     unpack=lambda out: out.transpose(1, 2).reshape(*q.shape[:-1], v.shape[-1]),
+                     unpack=lambda out: _public(out, case, q, v),
                      leaves=[t for t in (qh, kh, vh, rpb) if t is not None])
+
+
+def _public(out, case, q, v):
+    """flex's [B, heads, padded N, D] output in the public layout, padded rows cut off."""
+    return out[:, :, :case.tokens].transpose(1, 2).reshape(*q.shape[:-1], v.shape[-1])
