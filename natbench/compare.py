@@ -265,7 +265,7 @@ def agreement(comparisons: list[Comparison]) -> Agreement:
     drift = quantile([p.b["latency_ms_median"] / p.a["latency_ms_median"] for p in pairs], 0.5)
     by_backend = {ps[0].a["backend"]: (sum(_agree(p.a, p.b) for p in ps), len(ps))
                   for ps in judged.values() if ps}
-    return Agreement(len(pairs), sum(_agree(p.a, p.b) for p in pairs),
+    return Agreement(len(pairs), sum(inside for inside, _ in by_backend.values()),
                      sum(single_sample(p.a) or single_sample(p.b) for p in pairs), by_backend,
                      drift, sum(_agree(p.a, p.b, drift) for p in pairs))
 
