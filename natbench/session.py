@@ -37,6 +37,7 @@ def execute(suite: Suite, points: list[Point], backends: list[str], device: str,
         writer = store.ResultsWriter(path, header, resume)
         context = RunContext(policy, compile_s=compile_s)
         todo = [(p, b) for p in points for b in backends if (p.case.key, b) not in writer.done]
+        first = first_rounds([(p, b) for p in points for b in backends], policy)
         sink.info(f"{suite.name}: {len(points)} cases x {len(backends)} backends on {device}, "
                   f"{policy.rounds} rounds, {threads_text(header['env']['torch_threads'])}; "
                   f"{len(todo)} to measure; results -> {path}")
@@ -50,7 +51,8 @@ def execute(suite: Suite, points: list[Point], backends: list[str], device: str,
             with sink.progress(len(todo) * policy.rounds) as advance:
                 for round_ in range(policy.rounds):
                     for point, backend in round_order(todo, round_):
-                        row = _step(point, backend, round_, writer, context)
+                        row = _step(point, backend, round_, writer, context,
+                                    first.get((point.case.key, backend), 0))
                         if row is not None:
                             rows.append(row)
                             if sink.json_mode:
@@ -92,19 +94,22 @@ def _prepare(pairs: list[tuple[Point, str]], sink: Sink) -> tuple[dict, dict]:
                                    "wall_s": time.perf_counter() - begin}}
 
 
-def _step(point: Point, backend: str, round_: int, writer: store.ResultsWriter, context) -> dict | None:
+def _step(point: Point, backend: str, round_: int, writer: store.ResultsWriter, context,
+          first_round: int = 0) -> dict | None:
     """Measure one round of a pair (unless it is on disk already); returns its row when done.
 
     Rounds are interleaved over the whole suite: round 2 of the first case runs minutes after
     round 1, so the machine's drift shows in the spread between rounds. A pair too slow for every
     round within its time budget (TimingPolicy.rounds_for) has its rounds spread evenly from the
-    first to the last.
+    first to the last. A pair is first measured in `first_round` (see first_rounds).
     """
     from natbench.runner import merge_rounds, run_pair, time_again
 
     key = (point.case.key, backend)
     rounds = writer.rounds.setdefault(key, [])
     if key in writer.done or any(r["round"] == round_ for r in rounds):
+        return None
+    if not rounds and round_ != first_round:
         return None
     total = context.policy.rounds
     if rounds and round_ not in scheduled_rounds(_planned(rounds, total), total):
@@ -122,6 +127,20 @@ def _step(point: Point, backend: str, round_: int, writer: store.ResultsWriter, 
         writer.write(row)
         return row
     return None
+
+
+def first_rounds(pairs: list[tuple[Point, str]], policy: TimingPolicy) -> dict[tuple[str, str], int]:
+    """The round in which a pair is first measured, for the pairs not measured first in round 0:
+    those of a backend whose policy gives it one round (natten-lib in kernel-sizes, ~1 s a call),
+    spread evenly over the run's rounds. In round 0 they made it half of the run (natten-lib's 15
+    pairs took 60 s of 105 s), so that every other pair's later rounds were squeezed into the
+    second half. From the suite's pairs, not what is left of them: a resumed run keeps them."""
+    spread: dict[str, list[str]] = {}
+    for point, backend in pairs:
+        if policy.for_backend(backend).rounds == 1 and policy.rounds > 1:
+            spread.setdefault(backend, []).append(point.case.key)
+    return {(key, backend): i * policy.rounds // len(keys)
+            for backend, keys in spread.items() for i, key in enumerate(keys)}
 
 
 def round_order(todo: list[tuple[Point, str]], round_: int) -> list[tuple[Point, str]]:

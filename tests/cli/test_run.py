@@ -148,6 +148,32 @@ rounds = 1
     assert results.header["policy"]["backends"] == {"test-slow": {"max_time_s": 0.12, "rounds": 1}}
 
 
+def test_a_backend_of_one_round_has_its_pairs_spread_over_the_rounds(cli, tmp_path, fake_backends):
+    suite = tmp_path / "spread.toml"
+    suite.write_text("""
+backends = ["torch", "test-slow"]
+[case]
+resolution = 8
+heads = 2
+head_dim = 16
+[sweep]
+kernel_size = [3, 5, 7]
+[timing]
+max_time_s = 0.05
+rounds = 3
+[timing.backends.test-slow]
+rounds = 1
+""")
+    out = tmp_path / "r.jsonl"
+    code, _, stderr = cli("run", "--suite", str(suite), "--device", "cpu", "--out", out)
+    assert code == 0, stderr
+    results = store.load(out)
+    slow = [(r["kernel_size"][0], r["round"]) for r in results.rounds if r["backend"] == "test-slow"]
+    assert sorted(slow) == [(3, 0), (5, 1), (7, 2)]  # one pair a round, not all in round 0
+    assert sorted(r["round"] for r in results.rounds if r["backend"] == "torch") == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert {r["backend"]: r["rounds"] for r in results.rows} == {"torch": 3, "test-slow": 1}
+
+
 def test_json_prints_only_json_rows(cli, tmp_path):
     code, stdout, _ = cli("run", *FAST, "--backend", "torch", "--json", "--out", tmp_path / "r.jsonl")
     assert code == 0
