@@ -18,18 +18,9 @@ template <int R>
 Geometry<R> geometry(const at::Tensor& x, const IntList& kernel, const IntList& dilation,
                      const IntList& stride, const BoolList& causal) {
   TORCH_CHECK(x.dim() == R + 3, "q must have ", R + 3, " dims [B, *spatial, heads, D], got ", x.dim());
-  TORCH_CHECK(static_cast<int64_t>(kernel.size()) == R && static_cast<int64_t>(dilation.size()) == R &&
-                  static_cast<int64_t>(stride.size()) == R && static_cast<int64_t>(causal.size()) == R,
-              "kernel_size, dilation, stride and is_causal need ", R, " entries each");
+  check_geometry_lists(R, kernel, dilation, stride, causal);
   std::array<Axis, R> axes;
-  for (int d = 0; d < R; ++d) {
-    const int64_t length = x.size(d + 1);
-    TORCH_CHECK(kernel[d] >= 1 && dilation[d] >= 1 && kernel[d] * dilation[d] <= length,
-                "axis ", d, ": kernel_size ", kernel[d], " x dilation ", dilation[d], " > length ", length);
-    TORCH_CHECK(stride[d] >= 1 && stride[d] <= kernel[d], "axis ", d, ": stride ", stride[d],
-                " is outside 1..kernel_size ", kernel[d]);
-    axes[d] = Axis{length, kernel[d], dilation[d], stride[d], causal.get(d)};
-  }
+  for (int d = 0; d < R; ++d) axes[d] = checked_axis(x, d, kernel, dilation, stride, causal);
   return Geometry<R>(axes);
 }
 

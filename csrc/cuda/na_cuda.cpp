@@ -26,19 +26,10 @@ cuda::Problem problem(const at::Tensor& x, int64_t dim_v, const IntList& kernel,
   const int64_t rank = x.dim() - 3;
   TORCH_CHECK(rank >= 1 && rank <= 3, "q must be [B, *spatial, heads, D] with 1 to 3 spatial dims, got ",
               x.dim(), " dims");
-  TORCH_CHECK(static_cast<int64_t>(kernel.size()) == rank && static_cast<int64_t>(dilation.size()) == rank &&
-                  static_cast<int64_t>(stride.size()) == rank && static_cast<int64_t>(causal.size()) == rank,
-              "kernel_size, dilation, stride and is_causal need ", rank, " entries each");
+  check_geometry_lists(rank, kernel, dilation, stride, causal);
   cuda::Problem p{};
   p.rank = static_cast<int>(rank);
-  for (int64_t d = 0; d < rank; ++d) {
-    const int64_t length = x.size(d + 1);
-    TORCH_CHECK(kernel[d] >= 1 && dilation[d] >= 1 && kernel[d] * dilation[d] <= length,
-                "axis ", d, ": kernel_size ", kernel[d], " x dilation ", dilation[d], " > length ", length);
-    TORCH_CHECK(stride[d] >= 1 && stride[d] <= kernel[d], "axis ", d, ": stride ", stride[d],
-                " is outside 1..kernel_size ", kernel[d]);
-    p.axes[d] = Axis{length, kernel[d], dilation[d], stride[d], causal.get(d)};
-  }
+  for (int64_t d = 0; d < rank; ++d) p.axes[d] = checked_axis(x, d, kernel, dilation, stride, causal);
   p.batch = x.size(0);
   p.heads = x.size(-2);
   p.dim = x.size(-1);
