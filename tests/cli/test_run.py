@@ -120,26 +120,31 @@ def test_first_calls_that_compile_are_made_ahead_while_the_extension_builds(cli,
     assert events == [] and "prepare" not in store.load(tmp_path / "t.jsonl").header
 
 
-def test_a_suite_gives_one_backend_its_own_budget(cli, tmp_path, fake_backends):
+def _run_torch_and_slow(cli, tmp_path, kernel: str, slow_timing: str):
+    """Runs torch and test-slow (30 ms a call), 0.05 s and 3 rounds a pair, with `kernel` (TOML
+    lines in [case]) and test-slow's own [timing.backends.test-slow] lines; returns the results."""
     suite = tmp_path / "slow.toml"
-    suite.write_text("""
-backends = ["test-slow", "torch"]
+    suite.write_text(f"""
+backends = ["torch", "test-slow"]
 [case]
 resolution = 8
-kernel_size = 3
 heads = 2
 head_dim = 16
+{kernel}
 [timing]
 max_time_s = 0.05
 rounds = 3
 [timing.backends.test-slow]
-max_time_s = 0.12
-rounds = 1
+{slow_timing}
 """)
     out = tmp_path / "r.jsonl"
     code, _, stderr = cli("run", "--suite", str(suite), "--device", "cpu", "--out", out)
     assert code == 0, stderr
-    results = store.load(out)
+    return store.load(out)
+
+
+def test_a_suite_gives_one_backend_its_own_budget(cli, tmp_path, fake_backends):
+    results = _run_torch_and_slow(cli, tmp_path, "kernel_size = 3", "max_time_s = 0.12\nrounds = 1")
     rows = {r["backend"]: r for r in results.rows}
     # 30 ms calls: 0.05 s holds one (no CI); its own 0.12 s holds several, in its one round
     slow = rows["test-slow"]
@@ -149,25 +154,7 @@ rounds = 1
 
 
 def test_a_backend_of_one_round_has_its_pairs_spread_over_the_rounds(cli, tmp_path, fake_backends):
-    suite = tmp_path / "spread.toml"
-    suite.write_text("""
-backends = ["torch", "test-slow"]
-[case]
-resolution = 8
-heads = 2
-head_dim = 16
-[sweep]
-kernel_size = [3, 5, 7]
-[timing]
-max_time_s = 0.05
-rounds = 3
-[timing.backends.test-slow]
-rounds = 1
-""")
-    out = tmp_path / "r.jsonl"
-    code, _, stderr = cli("run", "--suite", str(suite), "--device", "cpu", "--out", out)
-    assert code == 0, stderr
-    results = store.load(out)
+    results = _run_torch_and_slow(cli, tmp_path, "[sweep]\nkernel_size = [3, 5, 7]", "rounds = 1")
     slow = [(r["kernel_size"][0], r["round"]) for r in results.rounds if r["backend"] == "test-slow"]
     assert sorted(slow) == [(3, 0), (5, 1), (7, 2)]  # one pair a round, not all in round 0
     assert sorted(r["round"] for r in results.rounds if r["backend"] == "torch") == [0, 0, 0, 1, 1, 1, 2, 2, 2]
