@@ -64,10 +64,9 @@ class TimingPolicy:
                                  f"{self.rounds} rounds; a backend may take fewer, not more.")
 
     def for_backend(self, name: str) -> TimingPolicy:
-        """The policy of one backend: this one with its values from `backends`."""
-        if name not in self.backends:
-            return self
-        return replace(self, **self.backends[name], backends={})
+        """The policy of one backend: this one with its values from `backends`, and no
+        `backends` of its own (a backend's rounds checked against a later round's 1 would fail)."""
+        return replace(self, **self.backends.get(name, {}), backends={})
 
     def rounds_for(self, call_s: float) -> int:
         """The rounds a pair whose one call takes `call_s` gets: every round, unless one sample

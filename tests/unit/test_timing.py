@@ -127,7 +127,9 @@ def test_threads_default_to_one_and_take_auto_or_a_count():
 def test_a_backend_may_change_its_own_timing_fields_only():
     policy = TimingPolicy(max_time_s=1.0, backends={"slow": {"max_time_s": 3.0, "rounds": 1}})
     assert policy.for_backend("slow") == TimingPolicy(max_time_s=3.0, rounds=1)
-    assert policy.for_backend("fast") is policy
+    assert policy.for_backend("fast") == TimingPolicy(max_time_s=1.0)
+    # a backend's policy splits into rounds whatever the other backends' rounds are
+    assert TimingPolicy(rounds=3, backends={"slow": {"rounds": 2}}).for_backend("fast").per_round().rounds == 1
     with pytest.raises(SuiteError, match="backends.slow.threads"):
         TimingPolicy(backends={"slow": {"threads": 2}})
     with pytest.raises(SuiteError, match="use a table of timing fields"):
