@@ -72,19 +72,21 @@ def test_a_budget_of_one_call_gives_a_single_sample_shown_without_a_ci(cli, tmp_
     assert "1 sample" in stdout and "1 rows have a single sample and so no CI" in stdout + stderr
 
 
-def test_the_warm_probe_call_is_the_first_sample(cli, tmp_path, fake_backends):
-    # round 0 of a pair: the first call (checked), the memory pass, then the probe; a probe as
-    # long as the warm-up is a sample, so a budget of one 30 ms call costs three calls, not four
+def test_the_warm_probe_call_and_a_later_rounds_first_call_are_samples(cli, tmp_path, fake_backends):
+    # round 0 of a pair: the first call (checked), the memory pass, then the probe; a later round:
+    # bind, then the first call. A call as long as the warm-up is a sample in both, so every call
+    # but round 0's first two is a sample: a budget of one 30 ms call costs three calls, not four
     from tests.fakes import SlowBackend
 
-    for budget, samples in (("0.05", 1), ("0.1", 3)):
+    for budget, rounds, samples in (("0.05", "1", 1), ("0.1", "1", 3), ("0.2", "2", None)):
         before = SlowBackend.calls
         out = tmp_path / f"r{budget}.jsonl"
         code, _, stderr = cli("run", *CASE, "--backend", "test-slow", "--max-time", budget,
-                              "--rounds", "1", "--out", out)
+                              "--rounds", rounds, "--out", out)
         assert code == 0, stderr
-        assert store.load(out).rows[0]["samples"] == samples
-        assert SlowBackend.calls - before == 2 + samples
+        row = store.load(out).rows[0]
+        assert row["rounds"] == int(rounds) and row["samples"] == (samples or row["samples"])
+        assert SlowBackend.calls - before == 2 + row["samples"]
 
 
 def test_first_calls_that_compile_are_made_ahead_while_the_extension_builds(cli, tmp_path,
