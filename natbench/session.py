@@ -112,7 +112,7 @@ def _step(point: Point, backend: str, round_: int, writer: store.ResultsWriter, 
     if not rounds and round_ != first_round:
         return None
     total = context.policy.rounds
-    if rounds and round_ not in scheduled_rounds(_planned(rounds, total), total):
+    if rounds and round_ not in scheduled_rounds(_planned(rounds, total), total, rounds[0]["round"]):
         return None
     started_at = time.time()
     begin = time.perf_counter()
@@ -131,15 +131,16 @@ def _step(point: Point, backend: str, round_: int, writer: store.ResultsWriter, 
 
 def first_rounds(pairs: list[tuple[Point, str]], policy: TimingPolicy) -> dict[tuple[str, str], int]:
     """The round in which a pair is first measured, for the pairs not measured first in round 0:
-    those of a backend whose policy gives it one round (natten-lib in kernel-sizes, ~1 s a call),
-    spread evenly over the run's rounds. In round 0 they made it half of the run (natten-lib's 15
-    pairs took 60 s of 105 s), so that every other pair's later rounds were squeezed into the
-    second half. From the suite's pairs, not what is left of them: a resumed run keeps them."""
+    those of a backend whose policy gives it fewer rounds than the run (natten-lib in
+    kernel-sizes, ~1 s a call), spread evenly over the rounds that leave room for all of its
+    rounds after the first. In round 0 they made it half of the run (natten-lib's 15 pairs took
+    60 s of 105 s), so that every other pair's later rounds were squeezed into the second half.
+    From the suite's pairs, not what is left of them: a resumed run keeps them."""
     spread: dict[str, list[str]] = {}
     for point, backend in pairs:
-        if policy.for_backend(backend).rounds == 1 and policy.rounds > 1:
+        if policy.for_backend(backend).rounds < policy.rounds:
             spread.setdefault(backend, []).append(point.case.key)
-    return {(key, backend): i * policy.rounds // len(keys)
+    return {(key, backend): i * (policy.rounds - policy.for_backend(backend).rounds + 1) // len(keys)
             for backend, keys in spread.items() for i, key in enumerate(keys)}
 
 
@@ -165,11 +166,12 @@ def _planned(rounds: list[dict], total: int) -> int:
     return min(rounds[0].get("rounds_planned", total), total)
 
 
-def scheduled_rounds(planned: int, total: int) -> set[int]:
-    """Which of `total` rounds a pair with `planned` rounds runs in: evenly from first to last."""
+def scheduled_rounds(planned: int, total: int, first: int = 0) -> set[int]:
+    """Which of `total` rounds a pair with `planned` rounds, the first in round `first`, runs in:
+    evenly from that one to the last."""
     if planned <= 1:
-        return {0}
-    return {round(i * (total - 1) / (planned - 1)) for i in range(planned)}
+        return {first}
+    return {first + round(i * (total - 1 - first) / (planned - 1)) for i in range(planned)}
 
 
 def report(rows: list[dict], backends: list[str], title: str, sink: Sink) -> None:
