@@ -180,6 +180,23 @@ def noise_warning(rows: list[dict], limit: float = 0.10) -> str | None:
             f"other work; more --rounds or a larger --max-time narrow the CIs.")
 
 
+def load_warning(rows: list[dict], limit: float = 0.05) -> str | None:
+    """One line when, while the rows were measured, other processes (or the hypervisor, taking
+    CPU time from this VM) used more than `limit` of one CPU: the machine was not idle."""
+    measured = [r for r in rows if "other_cpu_s" in r and r.get("measure_s")]
+    seconds = sum(r["measure_s"] for r in measured)
+    if not seconds:
+        return None
+    other = sum(r["other_cpu_s"] for r in measured)
+    stolen = sum(r["stolen_cpu_s"] for r in measured)
+    if other <= limit * seconds and stolen <= limit * seconds:
+        return None
+    return (f"the machine was not idle: while the rows were measured ({seconds:.0f} s), other "
+            f"processes used {other:.1f} CPU-seconds ({100 * other / seconds:.0f}% of one CPU) and "
+            f"the hypervisor took {stolen:.1f} s (other_cpu_s, stolen_cpu_s in the results); stop "
+            f"other work and measure again.")
+
+
 def key_value_table(values: dict, title: str) -> Table:
     table = Table(title=title, title_justify="left", show_header=False)
     table.add_column("key", style="bold")

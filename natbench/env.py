@@ -115,6 +115,62 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_identity(cpuinfo: Path = Path("/proc/cpuinfo"),
+                 cache_dir: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> dict:
+    """What tells apart two CPUs that a hypervisor shows under one name ("AMD EPYC"): family,
+    model and stepping numbers, cache sizes, and whether the kernel runs under a hypervisor.
+    Fields it cannot read are left out."""
+    identity: dict = {}
+    try:
+        first = cpuinfo.read_text().split("\n\n", 1)[0]
+    except OSError:
+        first = ""
+    info = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in first.splitlines())}
+    for key, name in (("cpu family", "cpu_family"), ("model", "cpu_model_number"),
+                      ("stepping", "cpu_stepping")):
+        if info.get(key, "").isdigit():
+            identity[name] = int(info[key])
+    if "flags" in info:
+        identity["cpu_virtualized"] = "hypervisor" in info["flags"].split()
+    caches = {}
+    for index in sorted(cache_dir.glob("index*")):
+        try:
+            level, kind, size = ((index / f).read_text().strip() for f in ("level", "type", "size"))
+        except OSError:
+            continue
+        caches[f"L{level}{'d' if kind == 'Data' else 'i' if kind == 'Instruction' else ''}"] = size
+    if caches:
+        identity["cpu_caches"] = caches
+    return identity
+
+
+def cpu_usage(stat: Path = Path("/proc/stat")) -> tuple[float, float, float] | None:
+    """(busy, stolen, own) CPU seconds so far: the machine's busy time over all its CPUs and the
+    time a hypervisor stole from them (the first line of /proc/stat), and this process's (every
+    thread). None where /proc/stat cannot be read."""
+    try:
+        fields = [int(x) for x in stat.read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    user, nice, system, _idle, _iowait, irq, softirq = fields[:7]
+    steal = fields[7] if len(fields) > 7 else 0
+    own = os.times()
+    return (user + nice + system + irq + softirq) / tick, steal / tick, own.user + own.system
+
+
+def load_between(before: tuple | None, after: tuple | None) -> dict:
+    """What else ran on the machine between two cpu_usage readings: `other_cpu_s`, the CPU seconds
+    of every other process and the kernel's own threads, and `stolen_cpu_s`, what the hypervisor
+    took. Both count clock ticks (10 ms), so one reading may be off by a tick or two, either way
+    (other_cpu_s may read -0.01); sums over many rounds average that out."""
+    if before is None or after is None:
+        return {}
+    (busy0, steal0, own0), (busy1, steal1, own1) = before, after
+    return {"other_cpu_s": round((busy1 - busy0) - (own1 - own0), 2),
+            "stolen_cpu_s": round(steal1 - steal0, 2)}
+
+
 def git_commit() -> str | None:
     root = Path(__file__).resolve().parent.parent
     try:
@@ -182,7 +238,9 @@ def collect(device: str = "cpu", suite: str | None = None) -> dict:
         "platform": platform.platform(),
         "hostname": platform.node(),
         "cpu_model": cpu_model(),
+        **cpu_identity(),
         "cpu_count": os.cpu_count(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch_threads": torch.get_num_threads(),
         "device_kind": device,
         "gpu_name": None,

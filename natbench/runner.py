@@ -249,6 +249,9 @@ def _no_grad(fn):
         return fn()
 
 
+_ROUND_ONLY = ("round", "started_at", "round_s", "other_cpu_s", "stolen_cpu_s")
+
+
 def merge_rounds(rounds: list[dict], context: RunContext) -> dict:
     """The result row of a pair from its rounds (the first carries checks and memory).
 
@@ -260,8 +263,11 @@ def merge_rounds(rounds: list[dict], context: RunContext) -> dict:
     round, which the adaptive sampler samples longest, does not outvote the others).
     """
     first = rounds[0]
-    row = {k: v for k, v in first.items() if k not in ("round", "started_at", "round_s")}
-    row["record"] = "row"
+    row = {k: v for k, v in first.items() if k not in _ROUND_ONLY}
+    row.update(record="row", measure_s=sum(r.get("round_s", 0.0) for r in rounds))
+    for key in ("other_cpu_s", "stolen_cpu_s"):  # what else ran on the machine meanwhile
+        if all(key in r for r in rounds):
+            row[key] = sum(r[key] for r in rounds)
     if first["status"] != "ok":  # skipped, error, oom, or a timeout with its one sample
         return row
     failed = [r for r in rounds[1:] if r["status"] != "ok"]

@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 from natbench import store
-from natbench.console import (Sink, noise_warning, results_table, single_sample_warning, skip_reasons,
-                              threads_text)
+from natbench.console import (Sink, load_warning, noise_warning, results_table, single_sample_warning,
+                              skip_reasons, threads_text)
 from natbench.suite import Point, Suite
 from natbench.timing import TimingPolicy
 
@@ -103,6 +103,7 @@ def _step(point: Point, backend: str, round_: int, writer: store.ResultsWriter, 
     round within its time budget (TimingPolicy.rounds_for) has its rounds spread evenly from the
     first to the last. A pair is first measured in `first_round` (see first_rounds).
     """
+    from natbench.env import cpu_usage, load_between
     from natbench.runner import merge_rounds, run_pair, time_again
 
     key = (point.case.key, backend)
@@ -115,11 +116,11 @@ def _step(point: Point, backend: str, round_: int, writer: store.ResultsWriter, 
     if rounds and round_ not in scheduled_rounds(_planned(rounds, total), total, rounds[0]["round"]):
         return None
     started_at = time.time()
-    begin = time.perf_counter()
+    begin, usage = time.perf_counter(), cpu_usage()
     record = run_pair(point, backend, context) if not rounds else \
         {**rounds[0], **time_again(point, backend, context, _planned(rounds, total))}
     record.update(record="round", round=round_, started_at=started_at,
-                  round_s=time.perf_counter() - begin)
+                  round_s=time.perf_counter() - begin, **load_between(usage, cpu_usage()))
     writer.write(record)
     rounds.append(record)
     if record["status"] != "ok" or len(rounds) >= _planned(rounds, total):
@@ -178,7 +179,7 @@ def report(rows: list[dict], backends: list[str], title: str, sink: Sink) -> Non
     sink.table(results_table(rows, backends, title))
     for line in skip_reasons(rows):
         sink.info(f"  {line}")
-    for warning in (noise_warning(rows), single_sample_warning(rows)):
+    for warning in (noise_warning(rows), single_sample_warning(rows), load_warning(rows)):
         if warning:
             sink.warn(warning)
     wrong = [r for r in rows if r.get("check") == "fail"]

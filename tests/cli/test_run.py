@@ -29,6 +29,9 @@ def test_run_writes_every_row_and_prints_the_table(cli, tmp_path):
     assert row["status"] == "ok" and row["check"] == "pass" and row["samples"] == len(row["samples_s"])
     assert row["latency_ms_ci_low"] <= row["latency_ms_median"] <= row["latency_ms_ci_high"]
     assert row["peak_memory_bytes"] > 0 and 0 < row["pct_of_peak"]
+    # what else ran meanwhile (Linux: /proc/stat), summed over the pair's rounds
+    assert row["measure_s"] > 0 and row["other_cpu_s"] > -0.1 and row["stolen_cpu_s"] >= 0
+    assert all("other_cpu_s" in r for r in results.rounds)
     assert results.calibration("cpu", "float32")["matmul_flops_per_s"] > 0
     assert results.header["env"]["torch_threads"] >= 1 and results.header["suite"] == "smoke"
     assert "torch" in stdout and "swin" in stdout and "sdpa" in stdout
@@ -299,6 +302,8 @@ def test_list_and_env_report_backends_suites_and_machine(cli):
     code, stdout, _ = cli("env", "--json", "--device", "cpu")
     header = json.loads(stdout)
     assert code == 0 and header["env"]["torch_version"] and header["env"]["cpu_model"]
+    assert header["env"]["torch_cpu_capability"] in ("DEFAULT", "VSX", "Z VECTOR", "NO AVX", "AVX2", "AVX512",
+                                                     "SVE256")
     assert header["env"]["torch_threads"] == 1  # what a run with the default --threads records
     code, stdout, _ = cli("env", "--json", "--device", "cpu", "--threads", "2")
     assert code == 0 and json.loads(stdout)["env"]["torch_threads"] == 2

@@ -21,3 +21,15 @@ def test_single_sample_warning_names_a_budget_that_gives_rounds():
     text = single_sample_warning(rows)
     assert text.startswith("2 rows have a single sample and so no CI") and "--max-time to at least 1.5 s" in text
     assert single_sample_warning([_row(1.0, 0.01)]) is None
+
+
+def test_load_warning_says_when_other_work_shared_the_machine():
+    from natbench.console import load_warning
+
+    idle = [{"measure_s": 10.0, "other_cpu_s": 0.1, "stolen_cpu_s": 0.0}] * 3
+    assert load_warning(idle) is None
+    assert load_warning([{"measure_s": 10.0}]) is None  # files from before the fields
+    busy = idle + [{"measure_s": 10.0, "other_cpu_s": 8.0, "stolen_cpu_s": 0.5}]
+    text = load_warning(busy)
+    assert "not idle" in text and "8.3 CPU-seconds (21% of one CPU)" in text and "took 0.5 s" in text
+    assert "took 4.0 s" in load_warning(idle + [{"measure_s": 10.0, "other_cpu_s": 0.0, "stolen_cpu_s": 4.0}])
