@@ -226,15 +226,12 @@ def time_again(point: Point, backend_name: str, context: RunContext, planned: in
     try:
         bound = backend.bind(case, *make_inputs(case, context.seed))
         timed_first = case.pass_ == "fwd" and case.device == "cpu"
+        out, first = (None, 0.0) if timed_first else _first_call(bound, case)
+        setup, call = _pass_callables(bound, case, out)
+        del out
+        sampler = sampler_for(case.device, call, setup)
         if timed_first:
-            setup, call = _pass_callables(bound, case, None)
-            sampler = sampler_for(case.device, call, setup)
             first = sampler(1)[0]
-        else:
-            out, first = _first_call(bound, case)
-            setup, call = _pass_callables(bound, case, out)
-            del out
-            sampler = sampler_for(case.device, call, setup)
         round_policy = policy.per_round(planned, first)
         taken = [first] if timed_first and round_policy.warmup_s == 0 else []
         timing = sample_adaptively(sampler, round_policy, taken=taken)

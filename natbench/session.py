@@ -137,11 +137,12 @@ def first_rounds(pairs: list[tuple[Point, str]], policy: TimingPolicy) -> dict[t
     rounds after the first. In round 0 they made it half of the run (natten-lib's 15 pairs took
     60 s of 105 s), so that every other pair's later rounds were squeezed into the second half.
     From the suite's pairs, not what is left of them: a resumed run keeps them."""
+    own = {backend: policy.for_backend(backend).rounds for _, backend in pairs}
     spread: dict[str, list[str]] = {}
     for point, backend in pairs:
-        if policy.for_backend(backend).rounds < policy.rounds:
+        if own[backend] < policy.rounds:
             spread.setdefault(backend, []).append(point.case.key)
-    return {(key, backend): i * (policy.rounds - policy.for_backend(backend).rounds + 1) // len(keys)
+    return {(key, backend): i * (policy.rounds - own[backend] + 1) // len(keys)
             for backend, keys in spread.items() for i, key in enumerate(keys)}
 
 
