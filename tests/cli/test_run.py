@@ -76,9 +76,9 @@ def test_a_budget_of_one_call_gives_a_single_sample_shown_without_a_ci(cli, tmp_
 
 
 def test_the_warm_probe_call_and_a_later_rounds_first_call_are_samples(cli, tmp_path, fake_backends):
-    # round 0 of a pair: the first call (checked), the memory pass, then the probe; a later round:
-    # bind, then the first call. A call as long as the warm-up is a sample in both, so every call
-    # but round 0's first two is a sample: a budget of one 30 ms call costs three calls, not four
+    # round 0 of a CPU forward pair: the first call (checked; the memory pass), then the probe; a
+    # later round: bind, then the first call. A call as long as the warm-up is a sample in both,
+    # so every call but round 0's first is a sample: a budget of one 30 ms call costs two calls
     from tests.fakes import SlowBackend
 
     for budget, rounds, samples in (("0.05", "1", 1), ("0.1", "1", 3), ("0.2", "2", None)):
@@ -89,7 +89,23 @@ def test_the_warm_probe_call_and_a_later_rounds_first_call_are_samples(cli, tmp_
         assert code == 0, stderr
         row = store.load(out).rows[0]
         assert row["rounds"] == int(rounds) and row["samples"] == (samples or row["samples"])
-        assert SlowBackend.calls - before == 2 + row["samples"]
+        assert SlowBackend.calls - before == 1 + row["samples"]
+
+
+def test_a_rows_peak_memory_is_what_one_call_holds(cli, tmp_path, fake_backends, monkeypatch):
+    # test-planted holds a scratch buffer of (memory - 1) x the torch call's peak during a call;
+    # on a CPU forward pass the first call is the memory pass, and the row's peak follows it
+    from tests.fakes import PLANTED
+
+    peaks = {}
+    for memory in (1, 3):
+        monkeypatch.setitem(PLANTED, "memory", memory)
+        out = tmp_path / f"m{memory}.jsonl"
+        code, _, stderr = cli("run", *CASE, "--set", "resolution=24", "--backend", "test-planted",
+                              "--rounds", "1", "--out", out)
+        assert code == 0, stderr
+        peaks[memory] = store.load(out).rows[0]["peak_memory_bytes"]
+    assert peaks[1] > 0 and abs(peaks[3] / peaks[1] - 3) < 0.01
 
 
 def test_first_calls_that_compile_are_made_ahead_while_the_extension_builds(cli, tmp_path,
