@@ -95,6 +95,24 @@ class SlowBackend(Backend):
 SLOW_CALL_S = 0.03
 
 
+class HiccupBackend(SlowBackend):
+    """SlowBackend whose second call of a case (a pair's probe) takes HICCUP_S: a machine's
+    noisy moment, which must not decide what the pair's calls cost."""
+
+    name = "test-hiccup"
+    summary = "reference NA, SLOW_CALL_S per call, HICCUP_S for a case's second call"
+    made: dict = {}  # case key -> calls made
+
+    def forward(self, q, k, v, case, rpb=None, scale=None):
+        HiccupBackend.made[case.key] = HiccupBackend.made.get(case.key, 0) + 1
+        if HiccupBackend.made[case.key] == 2:
+            time.sleep(HICCUP_S)
+        return super().forward(q, k, v, case, rpb, scale)
+
+
+HICCUP_S = 0.3
+
+
 class CompilingBackend(Backend):
     """Reference NA whose first call of a case "compiles" (sleeps COMPILE_S): a run must make
     that call before it measures."""
@@ -119,6 +137,7 @@ COMPILE_S = 0.2
 
 REGISTRY = {
     "test-slow": ("tests.fakes", "SlowBackend"),
+    "test-hiccup": ("tests.fakes", "HiccupBackend"),
     "test-compiling": ("tests.fakes", "CompilingBackend"),
     "test-planted": ("tests.fakes", "PlantedBackend"),
     "test-wrong": ("tests.fakes", "WrongBackend"),

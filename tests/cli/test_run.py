@@ -92,6 +92,23 @@ def test_the_warm_probe_call_and_a_later_rounds_first_call_are_samples(cli, tmp_
         assert SlowBackend.calls - before == 1 + row["samples"]
 
 
+def test_a_slow_probe_call_does_not_decide_what_a_pairs_calls_cost(cli, tmp_path, fake_backends,
+                                                                     monkeypatch):
+    # calls of 30 ms in a 0.2 s budget, but the probe (the second call) takes 0.3 s: the pair
+    # still gets its 4 rounds (the faster of the first call and the probe is the cost), where
+    # the probe alone made it a timeout row; the slow probe stays a sample of round 0
+    from tests.fakes import HICCUP_S, HiccupBackend
+
+    monkeypatch.setattr(HiccupBackend, "made", {})
+    out = tmp_path / "r.jsonl"
+    code, _, stderr = cli("run", *CASE, "--backend", "test-hiccup", "--max-time", "0.2",
+                          "--rounds", "4", "--out", out)
+    assert code == 0, stderr
+    row = store.load(out).rows[0]
+    assert row["status"] == "ok" and row["rounds"] == 4 and row["rounds_planned"] == 4
+    assert max(row["samples_s"]) >= HICCUP_S
+
+
 def test_a_rows_peak_memory_is_what_one_call_holds(cli, tmp_path, fake_backends, monkeypatch):
     # test-planted holds a scratch buffer of (memory - 1) x the torch call's peak during a call;
     # on a CPU forward pass the first call is the memory pass, and the row's peak follows it
