@@ -100,8 +100,9 @@ def _step(point: Point, backend: str, round_: int, writer: store.ResultsWriter, 
 
     Rounds are interleaved over the whole suite: round 2 of the first case runs minutes after
     round 1, so the machine's drift shows in the spread between rounds. A pair too slow for every
-    round within its time budget (TimingPolicy.rounds_for) has its rounds spread evenly from the
-    first to the last. A pair is first measured in `first_round` (see first_rounds).
+    round within its time budget (TimingPolicy.rounds_for) has its rounds spread evenly over its
+    backend's span of rounds (round_span). A pair is first measured in `first_round` (see
+    first_rounds).
     """
     from natbench.env import cpu_usage, load_between
     from natbench.runner import merge_rounds, run_pair, time_again
@@ -113,8 +114,11 @@ def _step(point: Point, backend: str, round_: int, writer: store.ResultsWriter, 
     if not rounds and round_ != first_round:
         return None
     total = context.policy.rounds
-    if rounds and round_ not in scheduled_rounds(_planned(rounds, total), total, rounds[0]["round"]):
-        return None
+    if rounds:
+        first = rounds[0]["round"]
+        span = round_span(context.policy.for_backend(backend).rounds, total)
+        if round_ not in scheduled_rounds(_planned(rounds, total), first, first + span):
+            return None
     started_at = time.time()
     begin, usage = time.perf_counter(), cpu_usage()
     record = run_pair(point, backend, context) if not rounds else \
@@ -133,17 +137,30 @@ def _step(point: Point, backend: str, round_: int, writer: store.ResultsWriter, 
 def first_rounds(pairs: list[tuple[Point, str]], policy: TimingPolicy) -> dict[tuple[str, str], int]:
     """The round in which a pair is first measured, for the pairs not measured first in round 0:
     those of a backend whose policy gives it fewer rounds than the run (natten-lib in
-    kernel-sizes, ~1 s a call), spread evenly over the rounds that leave room for all of its
-    rounds after the first. In round 0 they made it half of the run (natten-lib's 15 pairs took
-    60 s of 105 s), so that every other pair's later rounds were squeezed into the second half.
-    From the suite's pairs, not what is left of them: a resumed run keeps them."""
+    kernel-sizes, ~1 s a call), spread evenly over the rounds its span (round_span) leaves to
+    start in. In round 0 they made it half of the run (natten-lib's 15 pairs took 60 s of 105 s),
+    so that every other pair's later rounds were squeezed into the second half. From the suite's
+    pairs, not what is left of them: a resumed run keeps them."""
     own = {backend: policy.for_backend(backend).rounds for _, backend in pairs}
     spread: dict[str, list[str]] = {}
     for point, backend in pairs:
         if own[backend] < policy.rounds:
             spread.setdefault(backend, []).append(point.case.key)
-    return {(key, backend): i * (policy.rounds - own[backend] + 1) // len(keys)
+    starts = {backend: policy.rounds - round_span(own[backend], policy.rounds) for backend in spread}
+    return {(key, backend): i * starts[backend] // len(keys)
             for backend, keys in spread.items() for i, key in enumerate(keys)}
+
+
+def round_span(own: int, total: int) -> int:
+    """How many rounds apart a pair's first and last rounds lie, for a backend of `own` of the
+    run's `total` rounds: all of the run for a backend of every round; for fewer, the run less
+    about one spacing of its rounds, so that its pairs start in that many rounds (loading the
+    run's rounds evenly) and each pair's rounds lie equally far apart. Spread over every round
+    that left room to end in the last, as they were, late starters took their calls one round
+    apart (natten-lib in kernel-sizes: rounds 5, 6, 7) and every pair ended in round 7."""
+    if own >= total:
+        return total - 1
+    return (total - 1) - (total - 1) // own
 
 
 def round_order(todo: list[tuple[Point, str]], round_: int) -> list[tuple[Point, str]]:
@@ -168,12 +185,11 @@ def _planned(rounds: list[dict], total: int) -> int:
     return min(rounds[0].get("rounds_planned", total), total)
 
 
-def scheduled_rounds(planned: int, total: int, first: int = 0) -> set[int]:
-    """Which of `total` rounds a pair with `planned` rounds, the first in round `first`, runs in:
-    evenly from that one to the last."""
+def scheduled_rounds(planned: int, first: int, last: int) -> set[int]:
+    """Which rounds a pair with `planned` rounds runs in: evenly from `first` to `last`."""
     if planned <= 1:
         return {first}
-    return {first + round(i * (total - 1 - first) / (planned - 1)) for i in range(planned)}
+    return {first + round(i * (last - first) / (planned - 1)) for i in range(planned)}
 
 
 def report(rows: list[dict], backends: list[str], title: str, sink: Sink) -> None:

@@ -199,13 +199,13 @@ def test_a_backend_of_one_round_has_its_pairs_spread_over_the_rounds(cli, tmp_pa
     assert {r["backend"]: r["rounds"] for r in results.rows} == {"torch": 3, "test-slow": 1}
 
 
-def test_a_backend_of_fewer_rounds_starts_its_pairs_where_all_its_rounds_still_fit(cli, tmp_path,
-                                                                                  fake_backends):
+def test_a_backend_of_fewer_rounds_starts_its_pairs_spread_with_their_rounds_equally_apart(
+        cli, tmp_path, fake_backends):
     results = _run_torch_and_slow(cli, tmp_path, "[sweep]\nkernel_size = [3, 5, 7]",
                                   "max_time_s = 0.2\nrounds = 2")
     slow = sorted((r["kernel_size"][0], r["round"]) for r in results.rounds if r["backend"] == "test-slow")
-    # of 3 rounds, 2 a pair: first rounds spread over 0 and 1, each pair's last in the last round
-    assert slow == [(3, 0), (3, 2), (5, 0), (5, 2), (7, 1), (7, 2)]
+    # of 3 rounds, 2 a pair: first rounds spread over 0 and 1, each pair's two one round apart
+    assert slow == [(3, 0), (3, 1), (5, 0), (5, 1), (7, 1), (7, 2)]
     assert {r["backend"]: r["rounds"] for r in results.rows} == {"torch": 3, "test-slow": 2}
 
 
