@@ -117,7 +117,9 @@ def _step(point: Point, backend: str, round_: int, writer: store.ResultsWriter, 
     if rounds:
         first = rounds[0]["round"]
         span = round_span(context.policy.for_backend(backend).rounds, total)
-        if round_ not in scheduled_rounds(_planned(rounds, total), first, first + span):
+        # within the run even for a file begun under another schedule (resumed)
+        last = min(first + span, total - 1)
+        if round_ not in scheduled_rounds(_planned(rounds, total), first, last):
             return None
     started_at = time.time()
     begin, usage = time.perf_counter(), cpu_usage()
