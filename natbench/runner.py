@@ -176,6 +176,13 @@ def _first_call(bound, case: Case):
     return out, time.perf_counter() - begin
 
 
+def _cpu_forward(case: Case) -> bool:
+    """A CPU forward pass: its first call after binding is the timed call itself (no graph to
+    build, no events or L2 flush), so that call can serve as a measurement, of memory in round 0
+    and as a sample in later rounds."""
+    return case.device == "cpu" and case.pass_ == "fwd"
+
+
 def _measure(case: Case, backend, context: RunContext, timed: bool) -> dict:
     inputs = make_inputs(case, context.seed)
     bound = backend.bind(case, *inputs)
@@ -184,7 +191,7 @@ def _measure(case: Case, backend, context: RunContext, timed: bool) -> dict:
     # the profiler's allocation events cost microseconds, so the call is not made twice (NATTEN's
     # CPU path: ~1 s a pair). CUDA (workspaces allocated on a first use) and backward passes
     # (whose timed call differs from the first) keep a memory pass of their own.
-    memory_first = timed and case.device == "cpu" and case.pass_ == "fwd"
+    memory_first = timed and _cpu_forward(case)
     if memory_first:
         kept = []
         peak = peak_bytes(lambda: kept.append(_first_call(bound, case)), case.device)
@@ -244,7 +251,7 @@ def time_again(point: Point, backend_name: str, context: RunContext, planned: in
     policy = context.policy.for_backend(backend_name)
     try:
         bound = backend.bind(case, *make_inputs(case, context.seed))
-        timed_first = case.pass_ == "fwd" and case.device == "cpu"
+        timed_first = _cpu_forward(case)
         out, first = (None, 0.0) if timed_first else _first_call(bound, case)
         setup, call = _pass_callables(bound, case, out)
         del out
