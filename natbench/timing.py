@@ -35,6 +35,12 @@ class TimingPolicy:
     # CI for over 90% of rows when rounds are independent (an exact 95% CI would give ~83%);
     # tests/unit/test_stats.py checks both on synthetic rounds.
     rounds: int = 8
+    # The fewest rounds a pair gets when one call in each of the run's rounds would overrun
+    # max_time_s: its budget grows to that many one-call rounds (a call slower than max_time_s
+    # is still a timeout). 1 by default: such a pair gets the rounds that fit. A row's CI from
+    # fewer than 8 rounds is narrower in coverage than the full range of 8 (README,
+    # "Reproducibility"), so a suite whose slow pairs stay cheap raises it.
+    min_rounds: int = 1
     # torch's intra-op CPU threads while timing: a count, or "auto" for torch's own default (one
     # per physical core, or OMP_NUM_THREADS). 1 by default, as torch.utils.benchmark.Timer does:
     # on a 2-vCPU VM a parallel region waits for its slowest thread, so any other work on the
@@ -50,6 +56,9 @@ class TimingPolicy:
         if self.threads != "auto" and (type(self.threads) is not int or self.threads < 1):
             raise SuiteError(f"threads {self.threads!r}: use a positive count, or \"auto\" for "
                              f"torch's default (one per physical core).")
+        if type(self.min_rounds) is not int or self.min_rounds < 1:
+            raise SuiteError(f"min_rounds {self.min_rounds!r}: use a positive count of rounds "
+                             f"(1, the default, gives a slow pair the rounds that fit).")
         allowed = [f.name for f in fields(self) if f.name not in ("threads", "backends")]
         for name, values in self.backends.items():
             if not isinstance(values, dict):
@@ -70,10 +79,11 @@ class TimingPolicy:
 
     def rounds_for(self, call_s: float) -> int:
         """The rounds a pair whose one call takes `call_s` gets: every round, unless one sample
-        per round would overrun max_time_s (the hard budget); then as many as fit, at least 1."""
+        per round would overrun max_time_s (the hard budget); then as many as fit, at least
+        min_rounds (and 1)."""
         if call_s <= 0:
             return self.rounds
-        return max(1, min(self.rounds, int(self.max_time_s // call_s)))
+        return max(1, min(self.rounds, max(self.min_rounds, int(self.max_time_s // call_s))))
 
     def per_round(self, rounds: int | None = None, warm_call_s: float = 0.0) -> TimingPolicy:
         """The policy of one of `rounds` rounds (default: all of them). `warm_call_s`: an untimed
