@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from natbench.stats import mann_whitney_p, median_ci, quantile
+from natbench.stats import mann_whitney_p, median_ci, quantile, steady_agreement
 from natbench.store import single_sample
 
 ALPHA = 0.05
@@ -234,6 +234,12 @@ class Agreement:
     # factor, which no CI of a single run can see, or row by row.
     drift: float = 1.0
     inside_without_drift: int = 0
+    # What a steady machine would give these rows (stats.steady_agreement of their round counts;
+    # rows whose CI came from rounds in both runs): fewer rounds agree less often by their CI
+    # alone, so the shortfall of `inside` below this is the machine's, not the statistics'.
+    steady: float | None = None
+    steady_sd: float | None = None  # its standard deviation over that many independent rows
+    steady_rows: int = 0
 
     @property
     def fraction(self) -> float | None:
@@ -243,7 +249,9 @@ class Agreement:
         return {"rows": self.rows, "inside": self.inside, "fraction": self.fraction,
                 "single_sample_rows": self.single,
                 "by_backend": {b: {"inside": i, "rows": n} for b, (i, n) in self.by_backend.items()},
-                "drift": self.drift, "inside_without_drift": self.inside_without_drift}
+                "drift": self.drift, "inside_without_drift": self.inside_without_drift,
+                "steady_fraction": self.steady, "steady_sd": self.steady_sd,
+                "steady_rows": self.steady_rows}
 
 
 def _agree(a: dict, b: dict, drift: float = 1.0) -> bool:
@@ -265,9 +273,16 @@ def agreement(comparisons: list[Comparison]) -> Agreement:
     drift = quantile([p.b["latency_ms_median"] / p.a["latency_ms_median"] for p in pairs], 0.5)
     by_backend = {ps[0].a["backend"]: (sum(_agree(p.a, p.b) for p in ps), len(ps))
                   for ps in judged.values() if ps}
+    rounds = [(p.a["rounds"], p.b["rounds"]) for p in pairs
+              if p.a.get("rounds", 1) > 1 and p.b.get("rounds", 1) > 1]
+    chances = [steady_agreement(*r) for r in rounds]
+    steady, steady_sd = ((sum(chances) / len(chances),
+                          math.sqrt(sum(c * (1 - c) for c in chances)) / len(chances))
+                         if chances else (None, None))
     return Agreement(len(pairs), sum(inside for inside, _ in by_backend.values()),
                      sum(single_sample(p.a) or single_sample(p.b) for p in pairs), by_backend,
-                     drift, sum(_agree(p.a, p.b, drift) for p in pairs))
+                     drift, sum(_agree(p.a, p.b, drift) for p in pairs), steady, steady_sd,
+                     len(rounds))
 
 
 def machine_shift(comparisons: list[Comparison]) -> tuple[int, int, float, float] | None:

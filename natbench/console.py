@@ -282,7 +282,17 @@ def agreement_text(agreement) -> str:
             f"have each run's median inside the other's 95% CI ({backends}){single}. With the "
             f"second run's median ratio to the first ({agreement.drift:.3f}x) divided out, as "
             f"`natbench gate` does: {agreement.inside_without_drift} of {agreement.rows} "
-            f"({agreement.inside_without_drift / agreement.rows:.0%}).")
+            f"({agreement.inside_without_drift / agreement.rows:.0%}).{_steady_text(agreement)}")
+
+
+def _steady_text(agreement) -> str:
+    if agreement.steady is None:
+        return ""
+    over = ("" if agreement.steady_rows == agreement.rows else
+            f" (the {agreement.steady_rows} rows whose CIs come from rounds)")
+    return (f" A steady machine (rounds that are independent draws) would give "
+            f"{agreement.steady:.0%} ±{agreement.steady_sd:.0%}{over} with these rows' rounds "
+            f"(simulated; ± one standard deviation): a shortfall well beyond it is the machine's.")
 
 
 def comparison_table(comparison) -> Table:

@@ -28,6 +28,7 @@ def test_compare_two_files_finds_the_slowdown(cli, tmp_path, sweep):
     agreement = json.loads(stdout)["agreement"]
     assert (agreement["rows"], agreement["inside"]) == (8, 4)
     assert agreement["by_backend"] == {"natten": {"inside": 0, "rows": 4}, "swin": {"inside": 4, "rows": 4}}
+    assert agreement["steady_fraction"] is None  # these rows carry no rounds to simulate
     code, stdout, _ = cli("compare", sweep, slower)
     assert code == 0 and "agreement: 4 of 8 rows (50%)" in stdout and "natten 0/4" in stdout
 

@@ -129,6 +129,27 @@ def test_agreement_also_says_how_many_rows_agree_once_a_whole_run_shift_is_divid
     assert result.to_record()["inside_without_drift"] == 2
 
 
+def test_agreement_says_what_a_steady_machine_would_give_rows_of_their_rounds():
+    from natbench.stats import steady_agreement
+
+    def row(key, rounds):
+        return {**_row("natten", key, 1e-3), "case_key": key, "rounds": rounds,
+                "latency_ms_ci_low": 0.9, "latency_ms_median": 1.0, "latency_ms_ci_high": 1.1}
+
+    before = [row("k3", 8), row("k5", 3), row("k7", 1)]  # k7: one round, a CI of its samples
+    after = [row("k3", 8), row("k5", 3), row("k7", 1)]
+    result = agreement(compare_runs(before, after, "a", "b"))
+    expected = (steady_agreement(8, 8) + steady_agreement(3, 3)) / 2
+    assert result.steady_rows == 2 and result.steady == pytest.approx(expected)
+    assert 0.8 < result.steady < 0.9 < steady_agreement(8, 8)
+    assert result.steady_sd == pytest.approx(
+        (steady_agreement(8, 8) * (1 - steady_agreement(8, 8))
+         + steady_agreement(3, 3) * (1 - steady_agreement(3, 3))) ** 0.5 / 2)
+    # files from before the rounds field: nothing to expect
+    old = [{k: v for k, v in r.items() if k != "rounds"} for r in before]
+    assert agreement(compare_runs(old, old, "a", "b")).steady is None
+
+
 def test_machine_shift_needs_most_backends_moved_the_same_way():
     from types import SimpleNamespace
 

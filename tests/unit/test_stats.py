@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from natbench.stats import equal_weight, median_interval, median_ci, quantile, summarize
+from natbench.stats import equal_weight, median_interval, median_ci, quantile, steady_agreement, summarize
 from natbench.timing import TimingPolicy
 
 
@@ -78,6 +78,15 @@ def test_median_interval_of_the_default_rounds_agrees_between_runs_90_percent():
     # issue 3's reproducibility criterion on a synthetic machine: two runs of the default rounds
     # each, each run's median inside the other's CI, for at least 90% of rows
     assert _agreement(random.Random(7), TimingPolicy().rounds) >= 0.9
+
+
+@pytest.mark.parametrize("rounds_a, rounds_b", [(3, 3), (8, 8), (3, 8), (6, 7)])
+def test_steady_agreement_is_what_an_independent_simulation_of_the_rows_finds(rounds_a, rounds_b):
+    rng, agree = random.Random(11), 0
+    for _ in range(4000):
+        a, b = median_interval(_lognormal_rounds(rng, rounds_a)), median_interval(_lognormal_rounds(rng, rounds_b))
+        agree += a[1] <= b[0] <= a[2] and b[1] <= a[0] <= b[2]
+    assert steady_agreement(rounds_a, rounds_b) == pytest.approx(agree / 4000, abs=0.025)
 
 
 @pytest.mark.parametrize("rounds", [3, 4, 5, 6, 7])
