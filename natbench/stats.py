@@ -89,7 +89,7 @@ def steady_agreement(rounds_a: int, rounds_b: int, trials: int = 4000) -> float:
     """How often two runs of a row, of `rounds_a` and `rounds_b` rounds, would have each median
     inside the other's CI (median_interval) on a steady machine: one whose rounds are independent
     draws of one distribution. Simulated with a fixed seed on log-normal rounds; the order
-    statistics of 6 or more rounds make it distribution-free there. About 92% for 8 and 8, 75-87%
+    statistics of 6 or more rounds make it distribution-free there. About 92% for 8 and 8, 76-87%
     for 3-7: what `compare`'s agreement is to be read against."""
     rng = random.Random(0)
     agree = 0

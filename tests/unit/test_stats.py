@@ -93,7 +93,7 @@ def test_steady_agreement_is_what_an_independent_simulation_of_the_rows_finds(ro
 def test_rows_of_fewer_rounds_agree_less_often_than_the_target(rounds):
     # why a suite raises min_rounds: Student's t on 3-5 rounds is an exact 95% CI and the order
     # statistics of 6-7 are their full range (97-98%); two runs' medians then fall in each
-    # other's CI for 75-87% of rows, against 92% for the full range of 8 (simulated)
+    # other's CI for 76-87% of rows, against 92% for the full range of 8 (simulated)
     assert _agreement(random.Random(7), rounds) < 0.9
 
 
