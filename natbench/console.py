@@ -367,7 +367,8 @@ def profile_reconciliation(breakdown) -> str:
 
 # ---- natbench gate ----
 
-_OUTCOME_STYLE = {"regression": "bold red", "improvement": "green", "new": "yellow", "unchanged": "dim"}
+_OUTCOME_STYLE = {"regression": "bold red", "unconfirmed": "magenta", "improvement": "green",
+                  "new": "yellow", "unchanged": "dim"}
 
 
 def _finding_values(finding) -> list[str]:
@@ -380,10 +381,11 @@ def _finding_values(finding) -> list[str]:
 
 
 def gate_verdict(result) -> str:
-    r, i = len(result.regressions), len(result.improvements)
+    r, i, u = len(result.regressions), len(result.improvements), len(result.unconfirmed)
     checked = len({(f.case_key, f.backend) for f in result.findings})
     head = "FAIL" if r else "PASS"
-    return (f"gate {head}: {r} regressions, {i} improvements over {checked} rows of "
+    unconfirmed = f", {u} unconfirmed (not slower when measured again)" if u else ""
+    return (f"gate {head}: {r} regressions{unconfirmed}, {i} improvements over {checked} rows of "
             f"{result.current_path} against {result.baseline_path}"
             f"{' (latency normalized by each run matmul calibration)' if result.normalized else ''}"
             f"; machine drift {result.drift:.3f}x {'divided out' if result.drift != 1.0 else '(no correction)'}.")
@@ -394,7 +396,7 @@ def gate_table(result) -> Table:
     table = Table(title="natbench gate: what changed", title_justify="left")
     for title in ("backend", "case", "metric", "outcome", "baseline", "current", "change", "why"):
         table.add_column(title, overflow="fold")
-    order = {"regression": 0, "improvement": 1, "new": 2}
+    order = {"regression": 0, "unconfirmed": 1, "improvement": 2, "new": 3}
     for finding in sorted(result.changed, key=lambda f: order.get(f.outcome, 3)):
         values = _finding_values(finding)
         values[3] = f"[{_OUTCOME_STYLE[finding.outcome]}]{finding.outcome}[/]"

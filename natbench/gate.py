@@ -20,6 +20,13 @@ Rules (each finding names its row):
   row's device and dtype (time in units of "matmuls of this machine"), so a baseline from one
   machine can gate another of the same kind. It cancels a uniformly faster or slower machine; it
   cannot cancel a different memory system, core count or microarchitecture.
+- confirmation (`natbench gate --suite`, `--confirm N`, default 1): a latency regression of a run
+  the gate made is measured again in N fresh runs of only its pairs and stands only if every
+  re-measurement regresses too (same baseline, threshold and drift factor); otherwise it is
+  `unconfirmed`, listed and not failed. A machine's slow state can outlast a whole gate run: in
+  CI on 2026-12-03 torch fwdbwd at 16x16 came out +30-43% in all three rounds of one smoke gate
+  of unchanged code, and within the threshold in the 10 gates after it. A slower kernel is slower
+  in every run.
 - memory and FLOPs are deterministic: memory fails above its tight threshold, FLOPs on any change.
 - correctness: a current row outside its dtype tolerance fails; a row that was ok and is now
   skipped, error, oom or timeout fails.
@@ -68,7 +75,7 @@ class Finding:
     case_key: str
     backend: str
     metric: str  # latency, memory, flops, correctness, status, missing
-    outcome: str  # regression, improvement, unchanged, new
+    outcome: str  # regression, improvement, unchanged, new, unconfirmed (see confirm)
     baseline: float | str | None
     current: float | str | None
     change: float | None  # current / baseline - 1
@@ -98,6 +105,10 @@ class GateResult:
         return [f for f in self.findings if f.outcome == "improvement"]
 
     @property
+    def unconfirmed(self) -> list[Finding]:
+        return [f for f in self.findings if f.outcome == "unconfirmed"]
+
+    @property
     def changed(self) -> list[Finding]:
         return [f for f in self.findings if f.outcome != "unchanged"]
 
@@ -105,6 +116,7 @@ class GateResult:
         return {"baseline": self.baseline_path, "current": self.current_path,
                 "normalized": self.normalized, "drift": self.drift, "passed": not self.regressions,
                 "regressions": len(self.regressions), "improvements": len(self.improvements),
+                "unconfirmed": len(self.unconfirmed),
                 "findings": [asdict(f) for f in self.findings]}
 
 
@@ -211,6 +223,31 @@ def gate(baseline, current, thresholds: Thresholds, normalize: bool = False,
             add(Finding(key, backend, "missing", "new", None, cur["status"], None, None, None,
                         f"new in {current.path}, not in the baseline"))
     return result
+
+
+def confirm(result: GateResult, baseline, reruns: list, thresholds: Thresholds,
+            normalize: bool = False) -> None:
+    """Judge each latency regression of `result` again on its pair in every one of `reruns`
+    (loaded runs of the regressed pairs, made after the gated run), against the same baseline,
+    threshold and the gated run's drift factor (a rerun of a few pairs has too few rows for its
+    own). A regression that a rerun measured ok and not regressed becomes `unconfirmed`; a pair
+    missing from a rerun, or not ok there, refutes nothing."""
+    base_rows = {(r["case_key"], r["backend"]): r for r in baseline.rows}
+    for finding in result.regressions:
+        if finding.metric != "latency":
+            continue
+        key = (finding.case_key, finding.backend)
+        again = []
+        for rerun in reruns:
+            row = next((r for r in rerun.rows if (r["case_key"], r["backend"]) == key), None)
+            if row is not None and row["status"] == "ok":
+                again.append(_latency(*key, base_rows[key], row, baseline, rerun, thresholds,
+                                      normalize, result.drift))
+        if not again:
+            continue
+        finding.message += "; measured again: " + ", ".join(f"{f.change:+.1%}" for f in again)
+        if any(f.outcome != "regression" for f in again):
+            finding.outcome = "unconfirmed"
 
 
 def merge_repeats(repeats: list) -> tuple[dict, list[dict], list[dict]]:

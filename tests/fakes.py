@@ -73,6 +73,38 @@ class PlantedBackend(Backend):
         return type(inner)(fn=fn, unpack=inner.unpack, leaves=inner.leaves)
 
 
+class FlakyBackend(Backend):
+    """The torch backend, FLAKY_SLOWDOWN x slower in its first `slow_binds` binds (then as fast
+    as torch): a machine's slow state that lasts a whole gate run and is gone when the gate
+    measures the pair again."""
+
+    name = "test-flaky"
+    summary = "torch NA, slowed in its first slow_binds binds"
+    caps = Capabilities()
+    slow_binds = 0
+
+    def bind(self, case, q, k, v, rpb=None, scale=None):
+        from natbench.backends import get_backend
+
+        inner = get_backend("torch").bind(case, q, k, v, rpb, scale)
+        if FlakyBackend.slow_binds <= 0:
+            return inner
+        FlakyBackend.slow_binds -= 1
+
+        def fn():
+            begin = time.perf_counter()
+            out = inner.fn()
+            spent = time.perf_counter() - begin
+            while time.perf_counter() - begin < FLAKY_SLOWDOWN * spent:
+                pass
+            return out
+
+        return type(inner)(fn=fn, unpack=inner.unpack, leaves=inner.leaves)
+
+
+FLAKY_SLOWDOWN = 3.0
+
+
 class SlowBackend(Backend):
     """Correct (the reference's answer) and slow: every call takes at least SLOW_CALL_S, for the
     rounds a pair gets when one sample per round would overrun the time budget."""
@@ -140,6 +172,7 @@ REGISTRY = {
     "test-hiccup": ("tests.fakes", "HiccupBackend"),
     "test-compiling": ("tests.fakes", "CompilingBackend"),
     "test-planted": ("tests.fakes", "PlantedBackend"),
+    "test-flaky": ("tests.fakes", "FlakyBackend"),
     "test-wrong": ("tests.fakes", "WrongBackend"),
     "test-raising": ("tests.fakes", "RaisingBackend"),
     "test-oom": ("tests.fakes", "OomBackend"),

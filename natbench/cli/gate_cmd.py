@@ -19,11 +19,16 @@ Thresholds = Annotated[Optional[list[str]], typer.Option("--threshold", help="ME
 
 
 def _run(suite: str, backend, device, dtype, pass_, set_, max_time, rounds, threads, out: Path,
-         quiet: bool):
+         quiet: bool, only: set[tuple[str, str]] | None = None):
+    """Run the suite to `out`; `only`: its (case key, backend) pairs to measure (with the other
+    backends of those cases that are among them)."""
     from natbench.console import Sink
     from natbench.session import execute
 
     suite_obj, points, names, device_name = options.plan(suite, backend, device, dtype, pass_, set_)
+    if only:
+        points = [p for p in points if p.case.key in {key for key, _ in only}]
+        names = [name for name in names if name in {name for _, name in only}]
     execute(suite_obj, points, names, device_name, out, False,
             options.policy(suite_obj, max_time, rounds, threads),
             Sink(False, quiet), show_table=False)
@@ -97,11 +102,13 @@ def gate(baseline: Annotated[Path, typer.Option(help="The committed baseline res
          force: Annotated[bool, typer.Option(help="Gate runs from different setups.")] = False,
          out: Annotated[Optional[Path], typer.Option(help="Results file of the run made by --suite.")] = None,
          no_baseline_ok: Annotated[bool, typer.Option(help="With a --baseline directory that holds none for this machine: say so and exit 0 instead of 2 (CI on a new kind of machine).")] = False,
+         confirm: Annotated[int, typer.Option(min=0, help="With --suite: measure the pairs of latency regressions again this many times, each a fresh run (OUT-confirmN.jsonl); a regression fails only if every one regresses too (0: judge the first run alone).")] = 1,
          json_: options.Json = False, quiet: options.Quiet = False) -> None:
     """Fail (exit 1) on a significant slowdown, more memory, other FLOPs, a wrong answer or a lost row."""
     from natbench import store
     from natbench.console import Sink, gate_markdown, gate_table, gate_verdict
     from natbench.env import GITHUB_STEP_SUMMARY, RESULTS_DIR
+    from natbench.gate import confirm as confirm_regressions
     from natbench.gate import gate as run_gate
 
     if (current is None) == (suite is None):
@@ -135,8 +142,19 @@ def gate(baseline: Annotated[Path, typer.Option(help="The committed baseline res
         _run(suite, backend, device, dtype, pass_, set_, max_time, rounds, threads, current, quiet or json_)
     cur = store.load(current)
     _check_setups(base, cur, normalize, force)
-    result = run_gate(base, cur, _thresholds(suite or base.header.get("suite_file") or base.header.get("suite"),
-                                             threshold), normalize, correct_drift)
+    limits = _thresholds(suite or base.header.get("suite_file") or base.header.get("suite"), threshold)
+    result = run_gate(base, cur, limits, normalize, correct_drift)
+    flagged = {(f.case_key, f.backend) for f in result.regressions if f.metric == "latency"}
+    if suite is not None and flagged and confirm:
+        reruns = []
+        for index in range(confirm):
+            again = current.with_name(f"{current.stem}-confirm{index + 1}.jsonl")
+            typer.echo(f"natbench gate: {len(flagged)} latency regressions; measuring them again "
+                       f"({index + 1} of {confirm}) -> {again}")
+            _run(suite, backend, device, dtype, pass_, set_, max_time, rounds, threads, again,
+                 True, only=flagged)
+            reruns.append(store.load(again))
+        confirm_regressions(result, base, reruns, limits, normalize)
     sink = Sink(json_, quiet)
     if json_:
         sink.json(result.to_record())

@@ -83,6 +83,34 @@ def test_baseline_update_then_gate_a_live_run(cli, tmp_path):
     assert code == 0, stderr
 
 
+def test_a_latency_regression_of_a_live_run_fails_only_if_measuring_it_again_confirms_it(
+        cli, tmp_path, fake_backends, monkeypatch):
+    from tests.fakes import FlakyBackend
+
+    baseline = tmp_path / "base.jsonl"
+    case = ["--suite", "smoke", "--device", "cpu", "--backend", "test-flaky", "--set", "resolution=8",
+            "--set", "kernel_size=3", "--pass", "fwd", "--max-time", "0.1", "--rounds", "2",
+            "--threshold", "latency=0.5"]
+    assert cli("baseline", "update", *case[:-2], "--repeats", "1", "--out", baseline)[0] == 0
+    # slow for the whole gated run (its 2 rounds bind twice), as fast as the baseline after it
+    monkeypatch.setattr(FlakyBackend, "slow_binds", 2)
+    code, stdout, stderr = cli("gate", "--baseline", baseline, *case, "--out", tmp_path / "a.jsonl")
+    assert code == 0, stderr
+    assert "0 regressions, 1 unconfirmed" in stdout and "measured again" in stdout
+    [row] = store.load(tmp_path / "a-confirm1.jsonl").rows  # the second look is kept
+    assert row["backend"] == "test-flaky" and row["status"] == "ok"
+    # slow in the rerun too: it stands
+    monkeypatch.setattr(FlakyBackend, "slow_binds", 4)
+    code, stdout, stderr = cli("gate", "--baseline", baseline, *case, "--out", tmp_path / "b.jsonl")
+    assert code == 1 and "gate FAIL: 1 regressions, 0 improvements" in stdout
+    assert (tmp_path / "b-confirm1.jsonl").exists()
+    # --confirm 0: the first run alone decides
+    monkeypatch.setattr(FlakyBackend, "slow_binds", 2)
+    code, stdout, _ = cli("gate", "--baseline", baseline, *case, "--out", tmp_path / "c.jsonl",
+                          "--confirm", "0")
+    assert code == 1 and not (tmp_path / "c-confirm1.jsonl").exists()
+
+
 def test_exports_for_ci_trackers(cli, tmp_path):
     results = synthetic.sweep(tmp_path / "a.jsonl")
     code, stdout, _ = cli("export", results, "--format", "github-action-benchmark")

@@ -4,7 +4,7 @@ import pytest
 
 from natbench import store
 from natbench.errors import ResultsError
-from natbench.gate import Thresholds, gate, merge_repeats
+from natbench.gate import Thresholds, confirm, gate, merge_repeats
 from tests import synthetic
 
 
@@ -146,3 +146,22 @@ def test_a_slowdown_in_one_round_only_is_noise(tmp_path):
     assert finding.outcome == "unchanged" and "rounds +60%" in finding.message
     current["round_medians_ms"] = [1.3, 1.28, 1.33]
     assert _gate(tmp_path, [synthetic.row("torch", 7, 1e-3, seed=1)], [current]).regressions
+
+
+def test_confirm_keeps_a_regression_only_if_every_rerun_regresses_too(tmp_path):
+    base_rows = [synthetic.row("torch", 7, 1e-3, seed=1), synthetic.row("swin", 7, 1e-3, seed=2)]
+    cur_rows = [synthetic.row("torch", 7, 1.5e-3, seed=3), synthetic.row("swin", 7, 1.5e-3, seed=4)]
+    result = _gate(tmp_path, base_rows, cur_rows)
+    assert len(result.regressions) == 2
+    base = store.load(tmp_path / "base.jsonl")
+    # rerun: torch back to its baseline time, swin still slow; a rerun lacking a pair refutes nothing
+    again = store.load(synthetic.write(tmp_path / "again.jsonl", [
+        synthetic.row("torch", 7, 1e-3, seed=5), synthetic.row("swin", 7, 1.5e-3, seed=6)]))
+    lacking = store.load(synthetic.write(tmp_path / "lacking.jsonl", [synthetic.row("torch", 7, 1.5e-3, seed=7)]))
+    confirm(result, base, [again, lacking], Thresholds())
+    assert _outcomes(result) == [("torch", "unconfirmed"), ("swin", "regression")]
+    assert [f.backend for f in result.regressions] == ["swin"]
+    assert result.to_record()["unconfirmed"] == 1
+    torch = next(f for f in result.findings if f.backend == "torch" and f.metric == "latency")
+    assert "measured again: " in torch.message and torch.message.count("%") >= 3
+
