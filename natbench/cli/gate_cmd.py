@@ -144,18 +144,18 @@ def gate(baseline: Annotated[Path, typer.Option(help="The committed baseline res
     _check_setups(base, cur, normalize, force)
     limits = _thresholds(suite or base.header.get("suite_file") or base.header.get("suite"), threshold)
     result = run_gate(base, cur, limits, normalize, correct_drift)
+    sink = Sink(json_, quiet)
     flagged = {(f.case_key, f.backend) for f in result.regressions if f.metric == "latency"}
     if suite is not None and flagged and confirm:
         reruns = []
         for index in range(confirm):
             again = current.with_name(f"{current.stem}-confirm{index + 1}.jsonl")
-            typer.echo(f"natbench gate: {len(flagged)} latency regressions; measuring them again "
-                       f"({index + 1} of {confirm}) -> {again}")
+            sink.info(f"natbench gate: {len(flagged)} latency regressions; measuring them again "
+                      f"({index + 1} of {confirm}) -> {again}")
             _run(suite, backend, device, dtype, pass_, set_, max_time, rounds, threads, again,
                  True, only=flagged)
             reruns.append(store.load(again))
         confirm_regressions(result, base, reruns, limits, normalize)
-    sink = Sink(json_, quiet)
     if json_:
         sink.json(result.to_record())
     else:

@@ -101,9 +101,12 @@ def test_a_latency_regression_of_a_live_run_fails_only_if_measuring_it_again_con
     assert row["backend"] == "test-flaky" and row["status"] == "ok"
     # slow in the rerun too: it stands
     monkeypatch.setattr(FlakyBackend, "slow_binds", 4)
-    code, stdout, stderr = cli("gate", "--baseline", baseline, *case, "--out", tmp_path / "b.jsonl")
-    assert code == 1 and "gate FAIL: 1 regressions, 0 improvements" in stdout
-    assert (tmp_path / "b-confirm1.jsonl").exists()
+    code, stdout, stderr = cli("gate", "--baseline", baseline, *case, "--out", tmp_path / "b.jsonl",
+                               "--json")
+    verdict = json.loads(stdout)  # the second look writes nothing else to stdout
+    assert code == 1 and (verdict["regressions"], verdict["unconfirmed"]) == (1, 0)
+    [latency] = [f for f in verdict["findings"] if f["metric"] == "latency"]
+    assert "measured again: +" in latency["message"] and (tmp_path / "b-confirm1.jsonl").exists()
     # --confirm 0: the first run alone decides
     monkeypatch.setattr(FlakyBackend, "slow_binds", 2)
     code, stdout, _ = cli("gate", "--baseline", baseline, *case, "--out", tmp_path / "c.jsonl",
