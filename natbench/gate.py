@@ -225,13 +225,15 @@ def gate(baseline, current, thresholds: Thresholds, normalize: bool = False,
     return result
 
 
-def confirm(result: GateResult, baseline, reruns: list, thresholds: Thresholds,
+def confirm(result: GateResult, baseline, current, reruns: list, thresholds: Thresholds,
             normalize: bool = False) -> None:
-    """Judge each latency regression of `result` again on its pair in every one of `reruns`
-    (loaded runs of the regressed pairs, made after the gated run), against the same baseline,
-    threshold and the gated run's drift factor (a rerun of a few pairs has too few rows for its
-    own). A regression that a rerun measured ok and not regressed becomes `unconfirmed`; a pair
-    missing from a rerun, or not ok there, refutes nothing."""
+    """Judge each latency regression of `result` (the gate of `current`) again on its pair in
+    every one of `reruns` (loaded runs of the regressed pairs, made on the same machine after
+    `current`), against the same baseline and threshold, and on the gated run's scale: its drift
+    factor (a rerun of a few pairs has too few rows for its own) and, normalizing, its
+    calibration (one matmul reading at 2 threads ranged 121-181 GFLOP/s in 11 smoke gates: a
+    rerun's own would add that noise). A regression that a rerun measured ok and not regressed
+    becomes `unconfirmed`; a pair missing from a rerun, or not ok there, refutes nothing."""
     base_rows = {(r["case_key"], r["backend"]): r for r in baseline.rows}
     for finding in result.regressions:
         if finding.metric != "latency":
@@ -241,7 +243,7 @@ def confirm(result: GateResult, baseline, reruns: list, thresholds: Thresholds,
         for rerun in reruns:
             row = next((r for r in rerun.rows if (r["case_key"], r["backend"]) == key), None)
             if row is not None and row["status"] == "ok":
-                again.append(_latency(*key, base_rows[key], row, baseline, rerun, thresholds,
+                again.append(_latency(*key, base_rows[key], row, baseline, current, thresholds,
                                       normalize, result.drift))
         if not again:
             continue

@@ -53,7 +53,7 @@ def main() -> None:
         for name, slowdown, memory in CONDITIONS:
             if arguments.only and name != arguments.only:
                 continue
-            failed, rows = 0, Counter()
+            failed, rows, unconfirmed = 0, Counter(), Counter()
             for run in range(arguments.runs):
                 code, out = natbench("gate", "--baseline", baseline, "--suite", arguments.suite,
                                      "--backend", BACKENDS, "--device", "cpu", "--json",
@@ -62,10 +62,12 @@ def main() -> None:
                 result = json.loads(out)
                 failed += code == 1
                 for finding in result["findings"]:
-                    if finding["outcome"] == "regression":
-                        rows[f"{finding['backend']} {finding['metric']} {finding['case_key'].split('-')[5]} {finding['case_key'].split('-')[-1]}"] += 1
+                    if finding["outcome"] in ("regression", "unconfirmed"):
+                        counts = rows if finding["outcome"] == "regression" else unconfirmed
+                        counts[f"{finding['backend']} {finding['metric']} {finding['case_key'].split('-')[5]} {finding['case_key'].split('-')[-1]}"] += 1
             print(f"{name}: {failed} of {arguments.runs} gate runs failed; regressed rows: "
-                  f"{dict(rows) or 'none'}", flush=True)
+                  f"{dict(rows) or 'none'}; unconfirmed when measured again: "
+                  f"{dict(unconfirmed) or 'none'}", flush=True)
 
 
 if __name__ == "__main__":

@@ -155,7 +155,7 @@ def gate(baseline: Annotated[Path, typer.Option(help="The committed baseline res
             _run(suite, backend, device, dtype, pass_, set_, max_time, rounds, threads, again,
                  True, only=flagged)
             reruns.append(store.load(again))
-        confirm_regressions(result, base, reruns, limits, normalize)
+        confirm_regressions(result, base, cur, reruns, limits, normalize)
     if json_:
         sink.json(result.to_record())
     else:
