@@ -20,13 +20,13 @@ Rules (each finding names its row):
   row's device and dtype (time in units of "matmuls of this machine"), so a baseline from one
   machine can gate another of the same kind. It cancels a uniformly faster or slower machine; it
   cannot cancel a different memory system, core count or microarchitecture.
-- confirmation (`natbench gate --suite`, `--confirm N`, default 1): a latency regression of a run
-  the gate made is measured again in N fresh runs of only its pairs and stands only if every
-  re-measurement regresses too (same baseline, threshold and drift factor); otherwise it is
-  `unconfirmed`, listed and not failed. A machine's slow state can outlast a whole gate run: in
-  CI on 2026-12-03 torch fwdbwd at 16x16 came out +30-43% in all three rounds of one smoke gate
-  of unchanged code, and within the threshold in the 10 gates after it. A slower kernel is slower
-  in every run.
+- confirmation (`natbench gate --suite`, `--confirm N`, default 1): when a run the gate made has
+  latency regressions, the suite runs N times more and each run is gated alike (its own drift
+  factor and calibration); a regression stands only if every one of them finds it too, and is
+  otherwise `unconfirmed`, listed and not failed. A machine's slow state can
+  outlast a whole gate run: in CI on 2026-12-03 torch fwdbwd at 16x16 came out +30-43% in all
+  three rounds of one smoke gate of unchanged code, and within the threshold in the 10 gates
+  after it. A slower kernel is slower in every run.
 - memory and FLOPs are deterministic: memory fails above its tight threshold, FLOPs on any change.
 - correctness: a current row outside its dtype tolerance fails; a row that was ok and is now
   skipped, error, oom or timeout fails.
@@ -225,30 +225,21 @@ def gate(baseline, current, thresholds: Thresholds, normalize: bool = False,
     return result
 
 
-def confirm(result: GateResult, baseline, current, reruns: list, thresholds: Thresholds,
-            normalize: bool = False) -> None:
-    """Judge each latency regression of `result` (the gate of `current`) again on its pair in
-    every one of `reruns` (loaded runs of the regressed pairs, made on the same machine after
-    `current`), against the same baseline and threshold, and on the gated run's scale: its drift
-    factor (a rerun of a few pairs has too few rows for its own) and, normalizing, its
-    calibration (one matmul reading at 2 threads ranged 121-181 GFLOP/s in 11 smoke gates: a
-    rerun's own would add that noise). A regression that a rerun measured ok and not regressed
-    becomes `unconfirmed`; a pair missing from a rerun, or not ok there, refutes nothing."""
-    base_rows = {(r["case_key"], r["backend"]): r for r in baseline.rows}
+def confirm(result: GateResult, again: list[GateResult]) -> None:
+    """Keep each latency regression of `result` only if the gate of every later run of the same
+    suite (`again`: each a whole run, judged on its own drift factor and calibration, since the
+    machine's state is what may have changed) finds it too; otherwise it is `unconfirmed`. A
+    rerun that lacks the row refutes nothing. Regressions only a rerun found are not added: the
+    first run is the gate, the others only confirm."""
     for finding in result.regressions:
         if finding.metric != "latency":
             continue
-        key = (finding.case_key, finding.backend)
-        again = []
-        for rerun in reruns:
-            row = next((r for r in rerun.rows if (r["case_key"], r["backend"]) == key), None)
-            if row is not None and row["status"] == "ok":
-                again.append(_latency(*key, base_rows[key], row, baseline, current, thresholds,
-                                      normalize, result.drift))
-        if not again:
+        seen = [f for rerun in again for f in rerun.findings
+                if (f.case_key, f.backend, f.metric) == (finding.case_key, finding.backend, "latency")]
+        if not seen:
             continue
-        finding.message += "; measured again: " + ", ".join(f"{f.change:+.1%}" for f in again)
-        if any(f.outcome != "regression" for f in again):
+        finding.message += "; measured again: " + ", ".join(f"{f.change:+.1%}" for f in seen)
+        if any(f.outcome != "regression" for f in seen):
             finding.outcome = "unconfirmed"
 
 

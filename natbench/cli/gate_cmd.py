@@ -19,16 +19,11 @@ Thresholds = Annotated[Optional[list[str]], typer.Option("--threshold", help="ME
 
 
 def _run(suite: str, backend, device, dtype, pass_, set_, max_time, rounds, threads, out: Path,
-         quiet: bool, only: set[tuple[str, str]] | None = None):
-    """Run the suite to `out`; `only`: its (case key, backend) pairs to measure (with the other
-    backends of those cases that are among them)."""
+         quiet: bool):
     from natbench.console import Sink
     from natbench.session import execute
 
     suite_obj, points, names, device_name = options.plan(suite, backend, device, dtype, pass_, set_)
-    if only:
-        points = [p for p in points if p.case.key in {key for key, _ in only}]
-        names = [name for name in names if name in {name for _, name in only}]
     execute(suite_obj, points, names, device_name, out, False,
             options.policy(suite_obj, max_time, rounds, threads),
             Sink(False, quiet), show_table=False)
@@ -102,7 +97,7 @@ def gate(baseline: Annotated[Path, typer.Option(help="The committed baseline res
          force: Annotated[bool, typer.Option(help="Gate runs from different setups.")] = False,
          out: Annotated[Optional[Path], typer.Option(help="Results file of the run made by --suite.")] = None,
          no_baseline_ok: Annotated[bool, typer.Option(help="With a --baseline directory that holds none for this machine: say so and exit 0 instead of 2 (CI on a new kind of machine).")] = False,
-         confirm: Annotated[int, typer.Option(min=0, help="With --suite: measure the pairs of latency regressions again this many times, each a fresh run (OUT-confirmN.jsonl); a regression fails only if every one regresses too (0: judge the first run alone).")] = 1,
+         confirm: Annotated[int, typer.Option(min=0, help="With --suite: when latency regresses, run the suite this many times more (OUT-confirmN.jsonl) and gate each alike; a regression fails only if every one finds it too (0: the first run alone decides).")] = 1,
          json_: options.Json = False, quiet: options.Quiet = False) -> None:
     """Fail (exit 1) on a significant slowdown, more memory, other FLOPs, a wrong answer or a lost row."""
     from natbench import store
@@ -145,17 +140,16 @@ def gate(baseline: Annotated[Path, typer.Option(help="The committed baseline res
     limits = _thresholds(suite or base.header.get("suite_file") or base.header.get("suite"), threshold)
     result = run_gate(base, cur, limits, normalize, correct_drift)
     sink = Sink(json_, quiet)
-    flagged = {(f.case_key, f.backend) for f in result.regressions if f.metric == "latency"}
+    flagged = [f for f in result.regressions if f.metric == "latency"]
     if suite is not None and flagged and confirm:
         reruns = []
         for index in range(confirm):
             again = current.with_name(f"{current.stem}-confirm{index + 1}.jsonl")
-            sink.info(f"natbench gate: {len(flagged)} latency regressions; measuring them again "
-                      f"({index + 1} of {confirm}) -> {again}")
-            _run(suite, backend, device, dtype, pass_, set_, max_time, rounds, threads, again,
-                 True, only=flagged)
-            reruns.append(store.load(again))
-        confirm_regressions(result, base, cur, reruns, limits, normalize)
+            sink.info(f"natbench gate: {len(flagged)} latency regressions; running the suite "
+                      f"again to confirm them ({index + 1} of {confirm}) -> {again}")
+            _run(suite, backend, device, dtype, pass_, set_, max_time, rounds, threads, again, True)
+            reruns.append(run_gate(base, store.load(again), limits, normalize, correct_drift))
+        confirm_regressions(result, reruns)
     if json_:
         sink.json(result.to_record())
     else:
