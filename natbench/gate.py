@@ -20,7 +20,7 @@ Rules (each finding names its row):
   row's device and dtype (time in units of "matmuls of this machine"), so a baseline from one
   machine can gate another of the same kind. It cancels a uniformly faster or slower machine; it
   cannot cancel a different memory system, core count or microarchitecture.
-- confirmation (`natbench gate --suite`, `--confirm N`, default 1): when a run the gate made has
+- confirmation (`natbench gate --suite --confirm N`, off by default): when a run the gate made has
   latency regressions, the suite runs N times more and each run is gated alike (its own drift
   factor and calibration); a regression stands only if every one of them finds it too, and is
   otherwise `unconfirmed`, listed and not failed. A machine's slow state can

@@ -53,7 +53,7 @@ def main() -> None:
         for name, slowdown, memory in CONDITIONS:
             if arguments.only and name != arguments.only:
                 continue
-            failed, rows, unconfirmed = 0, Counter(), Counter()
+            failed, first_failed, rows, unconfirmed = 0, 0, Counter(), Counter()
             for run in range(arguments.runs):
                 code, out = natbench("gate", "--baseline", baseline, "--suite", arguments.suite,
                                      "--backend", BACKENDS, "--device", "cpu", "--json",
@@ -61,11 +61,13 @@ def main() -> None:
                                      *arguments.gate_options, planted=(slowdown, memory))
                 result = json.loads(out)
                 failed += code == 1
+                first_failed += bool(result["regressions"] or result.get("unconfirmed"))
                 for finding in result["findings"]:
                     if finding["outcome"] in ("regression", "unconfirmed"):
                         counts = rows if finding["outcome"] == "regression" else unconfirmed
                         counts[f"{finding['backend']} {finding['metric']} {finding['case_key'].split('-')[5]} {finding['case_key'].split('-')[-1]}"] += 1
-            print(f"{name}: {failed} of {arguments.runs} gate runs failed; regressed rows: "
+            print(f"{name}: {failed} of {arguments.runs} gate runs failed ({first_failed} on their "
+                  f"first run alone, before --confirm); regressed rows: "
                   f"{dict(rows) or 'none'}; unconfirmed when measured again: "
                   f"{dict(unconfirmed) or 'none'}", flush=True)
 

@@ -72,8 +72,9 @@ def test_normalize_accepts_another_machine_of_the_same_kind(cli, files, tmp_path
 
 def test_baseline_update_then_gate_a_live_run(cli, tmp_path):
     baseline = tmp_path / "base.jsonl"
+    # one thread: at the smoke suite's two, a 2-vCPU VM's noisy hour doubled this tiny call
     case = ["--suite", "smoke", "--device", "cpu", "--backend", "torch", "--set", "resolution=8",
-            "--set", "kernel_size=3", "--pass", "fwd", "--max-time", "0.1"]
+            "--set", "kernel_size=3", "--pass", "fwd", "--max-time", "0.1", "--threads", "1"]
     code, stdout, stderr = cli("baseline", "update", *case, "--repeats", "2", "--out", baseline)
     assert code == 0, stderr
     [row] = store.load(baseline).rows
@@ -90,11 +91,12 @@ def test_a_latency_regression_of_a_live_run_fails_only_if_measuring_it_again_con
     baseline = tmp_path / "base.jsonl"
     case = ["--suite", "smoke", "--device", "cpu", "--backend", "test-flaky", "--set", "resolution=8",
             "--set", "kernel_size=3", "--pass", "fwd", "--max-time", "0.1", "--rounds", "2",
-            "--threshold", "latency=0.5"]
+            "--threads", "1", "--threshold", "latency=0.5"]
     assert cli("baseline", "update", *case[:-2], "--repeats", "1", "--out", baseline)[0] == 0
     # slow for the whole gated run (its 2 rounds bind twice), as fast as the baseline after it
     monkeypatch.setattr(FlakyBackend, "slow_binds", 2)
-    code, stdout, stderr = cli("gate", "--baseline", baseline, *case, "--out", tmp_path / "a.jsonl")
+    code, stdout, stderr = cli("gate", "--baseline", baseline, *case, "--out", tmp_path / "a.jsonl",
+                               "--confirm", "1")
     assert code == 0, stderr
     assert "0 regressions, 1 unconfirmed" in stdout and "measured again" in stdout
     [row] = store.load(tmp_path / "a-confirm1.jsonl").rows  # the second look is kept
@@ -102,15 +104,14 @@ def test_a_latency_regression_of_a_live_run_fails_only_if_measuring_it_again_con
     # slow in the rerun too: it stands
     monkeypatch.setattr(FlakyBackend, "slow_binds", 4)
     code, stdout, stderr = cli("gate", "--baseline", baseline, *case, "--out", tmp_path / "b.jsonl",
-                               "--json")
+                               "--confirm", "1", "--json")
     verdict = json.loads(stdout)  # the second look writes nothing else to stdout
     assert code == 1 and (verdict["regressions"], verdict["unconfirmed"]) == (1, 0)
     [latency] = [f for f in verdict["findings"] if f["metric"] == "latency"]
     assert "measured again: +" in latency["message"] and (tmp_path / "b-confirm1.jsonl").exists()
-    # --confirm 0: the first run alone decides
+    # by default the first run alone decides
     monkeypatch.setattr(FlakyBackend, "slow_binds", 2)
-    code, stdout, _ = cli("gate", "--baseline", baseline, *case, "--out", tmp_path / "c.jsonl",
-                          "--confirm", "0")
+    code, stdout, _ = cli("gate", "--baseline", baseline, *case, "--out", tmp_path / "c.jsonl")
     assert code == 1 and not (tmp_path / "c-confirm1.jsonl").exists()
 
 
