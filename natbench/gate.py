@@ -23,10 +23,10 @@ Rules (each finding names its row):
 - confirmation (`natbench gate --suite --confirm N`, off by default): when a run the gate made has
   latency regressions, the suite runs N times more and each run is gated alike (its own drift
   factor and calibration); a regression stands only if every one of them finds it too, and is
-  otherwise `unconfirmed`, listed and not failed. A machine's slow state can
-  outlast a whole gate run: in CI on 2026-12-03 torch fwdbwd at 16x16 came out +30-43% in all
-  three rounds of one smoke gate of unchanged code, and within the threshold in the 10 gates
-  after it. A slower kernel is slower in every run.
+  otherwise `unconfirmed`, listed and not failed. A machine's slow state can outlast a whole
+  gate run: in CI on 2026-12-03 torch fwdbwd at 16x16 came out +30-43% in all three rounds of
+  one smoke gate of unchanged code, and within the threshold in the 10 gates after it. A
+  slower kernel is slower in every run.
 - memory and FLOPs are deterministic: memory fails above its tight threshold, FLOPs on any change.
 - correctness: a current row outside its dtype tolerance fails; a row that was ok and is now
   skipped, error, oom or timeout fails.

@@ -43,10 +43,27 @@ _planted = os.environ.get("TEST_PLANTED", "1,1").split(",")
 PLANTED = {"slowdown": float(_planted[0]), "memory": float(_planted[1])}
 
 
+def _slowed(inner, case, slowdown: float, extra_bytes: int = 0):
+    """The bound call `inner` made `slowdown` x its own time (busy-waiting the difference),
+    holding a scratch buffer of `extra_bytes` while it runs."""
+
+    def fn():
+        begin = time.perf_counter()
+        scratch = torch.empty(extra_bytes, dtype=torch.uint8, device=case.device) if extra_bytes else None
+        out = inner.fn()
+        del scratch
+        spent = time.perf_counter() - begin
+        while time.perf_counter() - begin < slowdown * spent:
+            pass
+        return out
+
+    return type(inner)(fn=fn, unpack=inner.unpack, leaves=inner.leaves)
+
+
 class PlantedBackend(Backend):
     """The torch backend with planted costs: each call takes PLANTED["slowdown"] x its own time
-    (busy-waiting the difference) and, with PLANTED["memory"] = 2, holds a scratch buffer as
-    large as the torch call's measured peak (about twice the peak). For the gate's trials."""
+    and, with PLANTED["memory"] = 2, holds a scratch buffer as large as the torch call's measured
+    peak (about twice the peak). For the gate's trials."""
 
     name = "test-planted"
     summary = "torch NA with a planted slowdown and memory increase"
@@ -59,18 +76,7 @@ class PlantedBackend(Backend):
         inner = get_backend("torch").bind(case, q, k, v, rpb, scale)
         slowdown, memory = PLANTED["slowdown"], PLANTED["memory"]
         extra = int((memory - 1) * peak_bytes(inner.fn, case.device)) if memory > 1 else 0
-
-        def fn():
-            begin = time.perf_counter()
-            scratch = torch.empty(extra, dtype=torch.uint8, device=case.device) if extra else None
-            out = inner.fn()
-            del scratch
-            spent = time.perf_counter() - begin
-            while time.perf_counter() - begin < slowdown * spent:
-                pass
-            return out
-
-        return type(inner)(fn=fn, unpack=inner.unpack, leaves=inner.leaves)
+        return _slowed(inner, case, slowdown, extra)
 
 
 class FlakyBackend(Backend):
@@ -90,16 +96,7 @@ class FlakyBackend(Backend):
         if FlakyBackend.slow_binds <= 0:
             return inner
         FlakyBackend.slow_binds -= 1
-
-        def fn():
-            begin = time.perf_counter()
-            out = inner.fn()
-            spent = time.perf_counter() - begin
-            while time.perf_counter() - begin < FLAKY_SLOWDOWN * spent:
-                pass
-            return out
-
-        return type(inner)(fn=fn, unpack=inner.unpack, leaves=inner.leaves)
+        return _slowed(inner, case, FLAKY_SLOWDOWN)
 
 
 FLAKY_SLOWDOWN = 3.0
