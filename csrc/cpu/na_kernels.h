@@ -11,6 +11,7 @@
 #include <array>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "../include/na_geometry.h"
@@ -534,6 +535,45 @@ void qk_rpb(const Geometry<R>& g, const Shape& s, const T* q, const T* k, const 
   }
 }
 
+// y[0:dim] = scale * sum over j < count of w[j] * (base + rows[j] * stride)[0:dim], the sums held
+// in registers (vectors along dim; a scalar per element for half and bfloat16) and stored once.
+// Summed into a buffer in memory instead, one row at a time, the unfused AV kernel and the dq of
+// qk_rpb_backward ran 1.5-2x slower in some processes than in others, fixed for the life of a
+// process (by where the heap had put the buffer).
+template <typename T, typename A>
+inline void weighted_rows(T* y, A scale, const T* w, const T* base, const int64_t* rows,
+                          int64_t count, int64_t stride, int64_t dim) {
+  if constexpr (std::is_same_v<T, A>) {
+    vector_pieces<A>(dim, [&](int64_t d0, auto pieces, auto vector) {
+      constexpr int V = decltype(pieces)::value;
+      using Vt = decltype(vector);
+      constexpr int W = sizeof(Vt) / sizeof(A);
+      if constexpr (V == 0) {
+        for (int64_t d = d0; d < dim; ++d) {
+          A sum = 0;
+          for (int64_t j = 0; j < count; ++j) sum += w[j] * base[rows[j] * stride + d];
+          y[d] = scale * sum;
+        }
+      } else {
+        Vt sum[V] = {};
+        for (int64_t j = 0; j < count; ++j) {
+          const Vt wj = simd::splat<Vt>(w[j]);
+          const A* r = base + rows[j] * stride + d0;
+          for (int i = 0; i < V; ++i) sum[i] += wj * simd::load<Vt>(r + i * W);
+        }
+        for (int i = 0; i < V; ++i) simd::store(y + d0 + i * W, simd::splat<Vt>(scale) * sum[i]);
+      }
+    });
+  } else {
+    for (int64_t d = 0; d < dim; ++d) {
+      A sum = 0;
+      for (int64_t j = 0; j < count; ++j)
+        sum += static_cast<A>(w[j]) * static_cast<A>(base[rows[j] * stride + d]);
+      y[d] = static_cast<T>(scale * sum);
+    }
+  }
+}
+
 // out_n = sum over slots of attn[b, h, n, slot] * v_key.
 template <int R, typename T, typename A>
 void av(const Geometry<R>& g, const Shape& s, const T* attn, const T* v, T* out) {
@@ -541,17 +581,12 @@ void av(const Geometry<R>& g, const Shape& s, const T* attn, const T* v, T* out)
 #pragma omp parallel
   {
     std::vector<int64_t> keys(kn), bias(kn);
-    std::vector<A> acc(Dv);
 #pragma omp for schedule(static)
     for (int64_t item = 0; item < s.batch * H * n_tokens; ++item) {
       const int64_t b = item / (H * n_tokens), h = (item / n_tokens) % H, n = item % n_tokens;
       const int64_t count = g.neighbors(n, keys.data(), bias.data());
-      std::fill(acc.begin(), acc.end(), A(0));
-      for (int64_t j = 0; j < count; ++j)
-        axpy(acc.data(), static_cast<A>(attn[item * kn + j]),
-             v + ((b * n_tokens + keys[j]) * H + h) * Dv, Dv);
-      T* o = out + ((b * n_tokens + n) * H + h) * Dv;
-      for (int64_t d = 0; d < Dv; ++d) o[d] = static_cast<T>(acc[d]);
+      weighted_rows(out + ((b * n_tokens + n) * H + h) * Dv, A(1), attn + item * kn,
+                    v + (b * n_tokens * H + h) * Dv, keys.data(), count, H * Dv, Dv);
     }
   }
 }
@@ -594,23 +629,21 @@ void qk_rpb_backward(const Geometry<R>& g, const Shape& s, const T* q, const T* 
 #pragma omp parallel
   {
     std::vector<int64_t> keys(kn), bias(kn);
-    std::vector<A> qs(D), dqs(D);
+    std::vector<A> qs(D);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t bh = 0; bh < s.batch * H; ++bh) {
       const int64_t b = bh / H, h = bh % H;
       for (int64_t n = 0; n < n_tokens; ++n) {
         const int64_t item = bh * n_tokens + n, row = (b * n_tokens + n) * H + h;
         for (int64_t d = 0; d < D; ++d) qs[d] = scale * static_cast<A>(q[row * D + d]);
-        std::fill(dqs.begin(), dqs.end(), A(0));
         const int64_t count = g.neighbors(n, keys.data(), bias.data());
+        weighted_rows(dq + row * D, scale, d_logits + item * kn, k + (b * n_tokens * H + h) * D,
+                      keys.data(), count, H * D, D);
         for (int64_t j = 0; j < count; ++j) {
-          const int64_t key = (b * n_tokens + keys[j]) * H + h;
           const A dl = static_cast<A>(d_logits[item * kn + j]);
-          axpy(dqs.data(), dl, k + key * D, D);
-          axpy(dk + key * D, dl, qs.data(), D);
+          axpy(dk + ((b * n_tokens + keys[j]) * H + h) * D, dl, qs.data(), D);
           if (drpb) drpb[bh * g.bias_size + bias[j]] += dl;
         }
-        for (int64_t d = 0; d < D; ++d) dq[row * D + d] = static_cast<T>(scale * dqs[d]);
       }
     }
   }
