@@ -142,6 +142,30 @@ class HiccupBackend(SlowBackend):
 HICCUP_S = 0.3
 
 
+class GrowingBackend(SlowBackend):
+    """SlowBackend whose second call of a case (a pair's probe) faults in 2 MiB of fresh pages
+    and takes GROW_S: a call made while the heap grew, which is a warm-up, not a sample."""
+
+    name = "test-growing"
+    summary = "reference NA, SLOW_CALL_S per call; a case's second call grows the heap"
+    made: dict = {}  # case key -> calls made
+
+    def forward(self, q, k, v, case, rpb=None, scale=None):
+        import mmap
+
+        GrowingBackend.made[case.key] = GrowingBackend.made.get(case.key, 0) + 1
+        if GrowingBackend.made[case.key] == 2:
+            pages = (2 << 20) // mmap.PAGESIZE
+            with mmap.mmap(-1, pages * mmap.PAGESIZE) as fresh:
+                for page in range(pages):
+                    fresh[page * mmap.PAGESIZE] = 1
+            time.sleep(GROW_S)
+        return super().forward(q, k, v, case, rpb, scale)
+
+
+GROW_S = 0.2
+
+
 class CompilingBackend(Backend):
     """Reference NA whose first call of a case "compiles" (sleeps COMPILE_S): a run must make
     that call before it measures."""
@@ -167,6 +191,7 @@ COMPILE_S = 0.2
 REGISTRY = {
     "test-slow": ("tests.fakes", "SlowBackend"),
     "test-hiccup": ("tests.fakes", "HiccupBackend"),
+    "test-growing": ("tests.fakes", "GrowingBackend"),
     "test-compiling": ("tests.fakes", "CompilingBackend"),
     "test-planted": ("tests.fakes", "PlantedBackend"),
     "test-flaky": ("tests.fakes", "FlakyBackend"),

@@ -109,6 +109,24 @@ def test_a_slow_probe_call_does_not_decide_what_a_pairs_calls_cost(cli, tmp_path
     assert max(row["samples_s"]) >= HICCUP_S
 
 
+def test_a_call_that_grew_the_heap_is_set_aside_in_its_round_only(cli, tmp_path, fake_backends,
+                                                                   monkeypatch):
+    # the probe (a case's second call) faults in 2 MiB of fresh pages and takes 0.2 s: round 0
+    # sets it aside for the next call (retaken_s), the later rounds set nothing aside, and no
+    # sample of the row is the slow call
+    from tests.fakes import GROW_S, GrowingBackend
+
+    monkeypatch.setattr(GrowingBackend, "made", {})
+    out = tmp_path / "r.jsonl"
+    code, _, stderr = cli("run", *CASE, "--backend", "test-growing", "--max-time", "0.3",
+                          "--rounds", "3", "--out", out)
+    assert code == 0, stderr
+    results = store.load(out)
+    retaken = [r["retaken_s"] for r in results.rounds]
+    assert len(retaken) == 3 and retaken[0][0] >= GROW_S and retaken[1:] == [[], []]
+    assert max(results.rows[0]["samples_s"]) < GROW_S
+
+
 def test_a_rows_peak_memory_is_what_one_call_holds(cli, tmp_path, fake_backends, monkeypatch):
     # test-planted holds a scratch buffer of (memory - 1) x the torch call's peak during a call;
     # on a CPU forward pass the first call is the memory pass, and the row's peak follows it

@@ -143,3 +143,42 @@ def test_a_backend_may_change_its_own_timing_fields_only():
         TimingPolicy(backends={"slow": {"threads": 2}})
     with pytest.raises(SuiteError, match="use a table of timing fields"):
         TimingPolicy(backends={"slow": 3.0})
+
+
+def _faulting_sampler(faults, per_call, durations):
+    """Each call takes its duration and faults in its count of fresh pages."""
+    calls = iter(zip(durations, per_call))
+
+    def batch(n):
+        duration, pages = next(calls)
+        faults[0] += pages
+        return [duration]
+
+    return batch
+
+
+@pytest.mark.parametrize("per_call, expected", [
+    ((255, 0), (2.0, [])),          # under 1 MiB of fresh pages: the call is the sample
+    ((256, 0), (1.0, [2.0])),       # the heap grew: set aside, the next call is the sample
+    ((5000, 5000), (1.0, [2.0])),   # retaken once only: the second call is kept even so
+])
+def test_a_call_that_grew_the_heap_is_set_aside_once(monkeypatch, per_call, expected):
+    from natbench import runner
+
+    faults = [0]
+    monkeypatch.setattr(runner, "_minor_faults", lambda: faults[0])
+    sampler = _faulting_sampler(faults, per_call, [2.0, 1.0])
+    assert runner._steady_call(sampler) == expected
+
+
+def test_fresh_pages_touched_in_a_call_show_as_minor_faults():
+    import mmap
+
+    from natbench import runner
+
+    pages = 2 * runner._FRESH_PAGES
+    with mmap.mmap(-1, pages * mmap.PAGESIZE) as fresh:  # anonymous: untouched pages
+        before = runner._minor_faults()
+        for page in range(pages):
+            fresh[page * mmap.PAGESIZE] = 1
+        assert runner._minor_faults() - before >= pages
