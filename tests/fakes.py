@@ -133,34 +133,35 @@ class HiccupBackend(SlowBackend):
     made: dict = {}  # case key -> calls made
 
     def forward(self, q, k, v, case, rpb=None, scale=None):
-        HiccupBackend.made[case.key] = HiccupBackend.made.get(case.key, 0) + 1
-        if HiccupBackend.made[case.key] == 2:
-            time.sleep(HICCUP_S)
+        made = type(self).made
+        made[case.key] = made.get(case.key, 0) + 1
+        if made[case.key] == 2:
+            self.second_call()
         return super().forward(q, k, v, case, rpb, scale)
+
+    def second_call(self):
+        time.sleep(HICCUP_S)
 
 
 HICCUP_S = 0.3
 
 
-class GrowingBackend(SlowBackend):
-    """SlowBackend whose second call of a case (a pair's probe) faults in 2 MiB of fresh pages
-    and takes GROW_S: a call made while the heap grew, which is a warm-up, not a sample."""
+class GrowingBackend(HiccupBackend):
+    """HiccupBackend whose slow second call faults in 2 MiB of fresh pages and takes GROW_S: a
+    call made while the heap grew, which is a warm-up, not a sample."""
 
     name = "test-growing"
     summary = "reference NA, SLOW_CALL_S per call; a case's second call grows the heap"
-    made: dict = {}  # case key -> calls made
+    made: dict = {}
 
-    def forward(self, q, k, v, case, rpb=None, scale=None):
+    def second_call(self):
         import mmap
 
-        GrowingBackend.made[case.key] = GrowingBackend.made.get(case.key, 0) + 1
-        if GrowingBackend.made[case.key] == 2:
-            pages = (2 << 20) // mmap.PAGESIZE
-            with mmap.mmap(-1, pages * mmap.PAGESIZE) as fresh:
-                for page in range(pages):
-                    fresh[page * mmap.PAGESIZE] = 1
-            time.sleep(GROW_S)
-        return super().forward(q, k, v, case, rpb, scale)
+        pages = (2 << 20) // mmap.PAGESIZE
+        with mmap.mmap(-1, pages * mmap.PAGESIZE) as fresh:
+            for page in range(pages):
+                fresh[page * mmap.PAGESIZE] = 1
+        time.sleep(GROW_S)
 
 
 GROW_S = 0.2
