@@ -536,7 +536,7 @@ void qk_rpb(const Geometry<R>& g, const Shape& s, const T* q, const T* k, const 
 }
 
 // y[0:dim] = scale * sum over j < count of w[j] * (base + rows[j] * stride)[0:dim], the sums held
-// in registers (vectors along dim; a scalar per element for half and bfloat16) and stored once.
+// in registers (vectors along dim) and stored once.
 // Summed into a buffer in memory instead, one row at a time, the unfused AV kernel and the dq of
 // qk_rpb_backward ran 1.5-2x slower in some processes than in others, fixed for the life of a
 // process (by where the heap had put the buffer).
@@ -564,8 +564,19 @@ inline void weighted_rows(T* y, A scale, const T* w, const T* base, const int64_
         for (int i = 0; i < V; ++i) simd::store(y + d0 + i * W, simd::splat<Vt>(scale) * sum[i]);
       }
     });
-  } else {
-    for (int64_t d = 0; d < dim; ++d) {
+  } else {  // half, bfloat16: converted as loaded, a vector's width of sums at a time
+    constexpr int C = simd::kWidth<A>;
+    int64_t d0 = 0;
+    for (; d0 + C <= dim; d0 += C) {
+      A sum[C] = {};
+      for (int64_t j = 0; j < count; ++j) {
+        const A wj = static_cast<A>(w[j]);
+        const T* r = base + rows[j] * stride + d0;
+        for (int i = 0; i < C; ++i) sum[i] += wj * static_cast<A>(r[i]);
+      }
+      for (int i = 0; i < C; ++i) y[d0 + i] = static_cast<T>(scale * sum[i]);
+    }
+    for (int64_t d = d0; d < dim; ++d) {
       A sum = 0;
       for (int64_t j = 0; j < count; ++j)
         sum += static_cast<A>(w[j]) * static_cast<A>(base[rows[j] * stride + d]);
