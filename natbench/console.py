@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from contextlib import contextmanager
+from statistics import median
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -178,6 +179,52 @@ def noise_warning(rows: list[dict], limit: float = 0.10) -> str | None:
             f"(worst: {worst['backend']} on {worst['case_key']}, {100 * share:.0f}%); the machine "
             f"is noisy (rows pool their rounds: see round_medians_ms in the results): close "
             f"other work; more --rounds or a larger --max-time narrow the CIs.")
+
+
+def _round_factors(rows: list[dict]) -> dict[str, list[float]]:
+    """Per backend with 4 or more rows of the run's full round count (6 or more), each round's
+    factor: the median over those rows of round median / row median."""
+    full = max((r.get("rounds") or 0 for r in rows if r["status"] == "ok"), default=0)
+    per: dict[str, list[list[float]]] = {}
+    for r in rows:
+        if r["status"] == "ok" and full >= 6 and r.get("rounds") == full and r["latency_ms_median"] > 0:
+            per.setdefault(r["backend"], []).append(
+                [m / r["latency_ms_median"] for m in r["round_medians_ms"]])
+    return {b: [median(v[i] for v in vs) for i in range(full)] for b, vs in per.items() if len(vs) >= 4}
+
+
+def step_warning(rows: list[dict], least: float = 0.10) -> str | None:
+    """One line per backend whose rows all changed level at one round while the other backends
+    held: its round factors, each divided by the other backends' median factor of that round,
+    split at one round into two runs of 2 or more that differ by `least` or more and each
+    spread under a third of that, its own factors differing by `least` or more there too. natten-unfused did so in a run of 2026-12-03 (0.79x of its
+    medians in rounds 0-2, 1.00-1.01x after, every other backend 0.99-1.02): a state of that
+    backend in that process (its AV kernel's accumulator, where the heap had put it), which
+    the next run may not share. Over 41 kernel-sizes runs it was the one backend-run that
+    qualified; host noise (a backend's factors 0.85-1.40 a round) spreads too widely."""
+    factors = _round_factors(rows)
+    lines = []
+    for backend, own in factors.items():
+        others = [f for b, f in factors.items() if b != backend]
+        if not others:
+            continue
+        relative = [own[i] / median(f[i] for f in others) for i in range(len(own))]
+        for cut in range(2, len(relative) - 1):
+            before, after = relative[:cut], relative[cut:]
+            step = abs(median(before) - median(after))
+            spread = max(max(before) - min(before), max(after) - min(after))
+            # its own factors step too: with few backends, one that stepped moves the others' median
+            own_step = abs(median(own[:cut]) - median(own[cut:]))
+            if step >= least and spread <= step / 3 and own_step >= least:
+                held = [f[i] for f in others for i in range(len(own))]
+                lines.append(
+                    f"{backend} changed level between rounds {cut - 1} and {cut}: its rows ran "
+                    f"{median(own[:cut]):.2f}x then {median(own[cut:]):.2f}x of their medians, "
+                    f"while the other backends held ({min(held):.2f}-{max(held):.2f}x a round): a "
+                    f"state of {backend} in this process, not the machine's; its CIs span both "
+                    f"levels and another run may see either (docs/reproducibility.md).")
+                break
+    return "\n".join(lines) or None
 
 
 def load_warning(rows: list[dict], limit: float = 0.05) -> str | None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from natbench import store
 from natbench.console import (Sink, load_warning, noise_warning, results_table, single_sample_warning,
-                              skip_reasons, threads_text)
+                              skip_reasons, step_warning, threads_text)
 from natbench.suite import Point, Suite
 from natbench.timing import TimingPolicy
 
@@ -198,7 +198,8 @@ def report(rows: list[dict], backends: list[str], title: str, sink: Sink) -> Non
     sink.table(results_table(rows, backends, title))
     for line in skip_reasons(rows):
         sink.info(f"  {line}")
-    for warning in (noise_warning(rows), single_sample_warning(rows), load_warning(rows)):
+    for warning in (noise_warning(rows), single_sample_warning(rows), load_warning(rows),
+                    step_warning(rows)):
         if warning:
             sink.warn(warning)
     wrong = [r for r in rows if r.get("check") == "fail"]
