@@ -197,9 +197,9 @@ def step_warning(rows: list[dict], least: float = 0.10) -> str | None:
     """One line per backend whose rows all changed level at one round while the other backends
     held: its round factors, each divided by the other backends' median factor of that round,
     split at one round into two runs of 2 or more that differ by `least` or more and each
-    spread under a third of that, its own factors differing by `least` or more there too. natten-unfused did so in a run of 2026-12-03 (0.79x of its
-    medians in rounds 0-2, 1.00-1.01x after, every other backend 0.99-1.02): a state of that
-    backend in that process (its AV kernel's accumulator, where the heap had put it), which
+    spread under a third of that, its own factors differing by `least` or more there too.
+    natten-unfused did so in a run of 2026-12-03 (0.79x of its medians in rounds 0-2,
+    1.00-1.01x after, every other backend 0.99-1.02): a change only that backend felt, which
     the next run may not share. Over 41 kernel-sizes runs it was the one backend-run that
     qualified; host noise (a backend's factors 0.85-1.40 a round) spreads too widely."""
     factors = _round_factors(rows)
@@ -221,8 +221,9 @@ def step_warning(rows: list[dict], least: float = 0.10) -> str | None:
                     f"{backend} changed level between rounds {cut - 1} and {cut}: its rows ran "
                     f"{median(own[:cut]):.2f}x then {median(own[cut:]):.2f}x of their medians, "
                     f"while the other backends held ({min(held):.2f}-{max(held):.2f}x a round): a "
-                    f"state of {backend} in this process, not the machine's; its CIs span both "
-                    f"levels and another run may see either (docs/reproducibility.md).")
+                    f"change only {backend} felt (a state of its process, or of the machine that "
+                    f"only it is sensitive to); its CIs span both levels and another run may see "
+                    f"either (docs/reproducibility.md).")
                 break
     return "\n".join(lines) or None
 
