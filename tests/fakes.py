@@ -99,7 +99,7 @@ class FlakyBackend(Backend):
         return _slowed(inner, case, FLAKY_SLOWDOWN)
 
 
-FLAKY_SLOWDOWN = 3.0
+FLAKY_SLOWDOWN = 8.0
 
 
 class SlowBackend(Backend):

@@ -91,9 +91,11 @@ def test_a_latency_regression_of_a_live_run_fails_only_if_measuring_it_again_con
     baseline = tmp_path / "base.jsonl"
     case = ["--suite", "smoke", "--device", "cpu", "--backend", "test-flaky", "--set", "resolution=8",
             "--set", "kernel_size=3", "--pass", "fwd", "--max-time", "0.1", "--rounds", "2",
-            "--threads", "1", "--threshold", "latency=0.5"]
+            "--threads", "1", "--threshold", "latency=2.0"]
     assert cli("baseline", "update", *case[:-2], "--repeats", "1", "--out", baseline)[0] == 0
-    # slow for the whole gated run (its 2 rounds bind twice), as fast as the baseline after it
+    # slow for the whole gated run (its 2 rounds bind twice), as fast as the baseline after it.
+    # 8x against a threshold of +200%: a fast rerun of these tiny calls came out +83% on a noisy
+    # host (CI, 2026-12-03), over the +50% this test had.
     monkeypatch.setattr(FlakyBackend, "slow_binds", 2)
     code, stdout, stderr = cli("gate", "--baseline", baseline, *case, "--out", tmp_path / "a.jsonl",
                                "--confirm", "1")
