@@ -92,6 +92,17 @@ def test_the_warm_probe_call_and_a_later_rounds_first_call_are_samples(cli, tmp_
         assert SlowBackend.calls - before == 1 + row["samples"]
 
 
+def _run_from_a_fresh_count(cli, tmp_path, monkeypatch, backend, max_time: str, rounds: int):
+    """The results of a run of CASE on a fake backend that acts on a case's second call (its
+    count of calls made starts afresh)."""
+    monkeypatch.setattr(backend, "made", {})
+    out = tmp_path / "r.jsonl"
+    code, _, stderr = cli("run", *CASE, "--backend", backend.name, "--max-time", max_time,
+                          "--rounds", str(rounds), "--out", out)
+    assert code == 0, stderr
+    return store.load(out)
+
+
 def test_a_slow_probe_call_does_not_decide_what_a_pairs_calls_cost(cli, tmp_path, fake_backends,
                                                                      monkeypatch):
     # calls of 30 ms in a 0.2 s budget, but the probe (the second call) takes 0.3 s: the pair
@@ -99,12 +110,7 @@ def test_a_slow_probe_call_does_not_decide_what_a_pairs_calls_cost(cli, tmp_path
     # the probe alone made it a timeout row; the slow probe stays a sample of round 0
     from tests.fakes import HICCUP_S, HiccupBackend
 
-    monkeypatch.setattr(HiccupBackend, "made", {})
-    out = tmp_path / "r.jsonl"
-    code, _, stderr = cli("run", *CASE, "--backend", "test-hiccup", "--max-time", "0.2",
-                          "--rounds", "4", "--out", out)
-    assert code == 0, stderr
-    row = store.load(out).rows[0]
+    row = _run_from_a_fresh_count(cli, tmp_path, monkeypatch, HiccupBackend, "0.2", 4).rows[0]
     assert row["status"] == "ok" and row["rounds"] == 4 and row["rounds_planned"] == 4
     assert max(row["samples_s"]) >= HICCUP_S
 
@@ -116,12 +122,7 @@ def test_a_call_that_grew_the_heap_is_set_aside_in_its_round_only(cli, tmp_path,
     # sample of the row is the slow call
     from tests.fakes import GROW_S, GrowingBackend
 
-    monkeypatch.setattr(GrowingBackend, "made", {})
-    out = tmp_path / "r.jsonl"
-    code, _, stderr = cli("run", *CASE, "--backend", "test-growing", "--max-time", "0.3",
-                          "--rounds", "3", "--out", out)
-    assert code == 0, stderr
-    results = store.load(out)
+    results = _run_from_a_fresh_count(cli, tmp_path, monkeypatch, GrowingBackend, "0.3", 3)
     retaken = [r["retaken_s"] for r in results.rounds]
     assert len(retaken) == 3 and retaken[0][0] >= GROW_S and retaken[1:] == [[], []]
     assert max(results.rows[0]["samples_s"]) < GROW_S
