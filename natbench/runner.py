@@ -29,6 +29,8 @@ _ORACLE_FULL_LIMIT = 1 << 24
 _ORACLE_ROWS = 512
 # A call that faulted in this many fresh pages (1 MiB of 4 KiB pages) or more grew the heap.
 _FRESH_PAGES = 256
+# At most this many such calls are set aside before the next call is kept as it is.
+_RETAKES = 3
 
 
 @dataclass
@@ -278,17 +280,22 @@ def _minor_faults() -> int:
 
 def _steady_call(sampler) -> tuple[float, list[float]]:
     """One call to take as a sample without a warm-up (a round's probe, or its first call), and
-    the call set aside before it, if any: a call that faulted in _FRESH_PAGES or more ran while
-    the heap grew to a new high-water mark, which a steady loop has behind it. The kernel maps and
-    zeroes each such page (~15 us a 4 KiB page on the 2-vCPU KVM VMs): NATTEN's CPU path, 0.7 s a
-    call, took 0.96-3.7 s on calls that faulted in 75-833 MiB, through the first minute of a run
-    (other pairs' allocations split the heap's free space, so it grows in steps). One retake: a
-    second call that faults too is kept."""
-    before = _minor_faults()
-    sample = sampler(1)[0]
-    if _minor_faults() - before < _FRESH_PAGES:
-        return sample, []
-    return sampler(1)[0], [sample]
+    the calls set aside before it: a call that faulted in _FRESH_PAGES or more ran while the heap
+    grew to a new high-water mark, which a steady loop has behind it. The kernel maps and zeroes
+    each such page (~15 us a 4 KiB page on the 2-vCPU KVM VMs, up to ~50 us on a busy host):
+    NATTEN's CPU path, 0.7 s a call, took 0.96-3.7 s on calls that faulted in 75-833 MiB, through
+    the first minute of a run (other pairs' allocations split the heap's free space, so it grows
+    in steps, and a call after one that grew it may grow it again: torch at K = 31 faulted in 176
+    then 68 MiB in its first two calls). Up to _RETAKES calls are set aside; the call after them
+    is kept however many pages it faults in (a backend that faults on every call pays that in
+    every sample)."""
+    set_aside = []
+    while True:
+        before = _minor_faults()
+        sample = sampler(1)[0]
+        if _minor_faults() - before < _FRESH_PAGES or len(set_aside) == _RETAKES:
+            return sample, set_aside
+        set_aside.append(sample)
 
 
 def _no_grad(fn):

@@ -159,15 +159,17 @@ def _faulting_sampler(faults, per_call, durations):
 
 @pytest.mark.parametrize("per_call, expected", [
     ((255, 0), (2.0, [])),          # under 1 MiB of fresh pages: the call is the sample
-    ((256, 0), (1.0, [2.0])),       # the heap grew: set aside, the next call is the sample
-    ((5000, 5000), (1.0, [2.0])),   # retaken once only: the second call is kept even so
+    ((256, 0), (3.0, [2.0])),       # the heap grew: set aside, the next call is the sample
+    ((300, 300, 0), (1.5, [2.0, 3.0])),  # the retake grew it again: set aside as well
+    ((300, 300, 300, 300), (0.5, [2.0, 3.0, 1.5])),  # _RETAKES set aside, the next kept as is
 ])
-def test_a_call_that_grew_the_heap_is_set_aside_once(monkeypatch, per_call, expected):
+def test_calls_that_grew_the_heap_are_set_aside(monkeypatch, per_call, expected):
     from natbench import runner
 
+    assert runner._RETAKES == 3
     faults = [0]
     monkeypatch.setattr(runner, "_minor_faults", lambda: faults[0])
-    sampler = _faulting_sampler(faults, per_call, [2.0, 1.0])
+    sampler = _faulting_sampler(faults, per_call, [2.0, 3.0, 1.5, 0.5])
     assert runner._steady_call(sampler) == expected
 
 
