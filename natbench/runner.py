@@ -282,7 +282,7 @@ def _steady_call(sampler) -> tuple[float, list[float]]:
     """One call to take as a sample without a warm-up (a round's probe, or its first call), and
     the calls set aside before it: a call that faulted in _FRESH_PAGES or more ran while the heap
     grew to a new high-water mark, which a steady loop has behind it. The kernel maps and zeroes
-    each such page (~15 us a 4 KiB page on the 2-vCPU KVM VMs, up to ~50 us on a busy host):
+    each such page (~15 us a 4 KiB page on the 2-vCPU KVM VMs, 50-65 us on a busy host):
     NATTEN's CPU path, 0.7 s a call, took 0.96-3.7 s on calls that faulted in 75-833 MiB, through
     the first minute of a run (other pairs' allocations split the heap's free space, so it grows
     in steps, and a call after one that grew it may grow it again: torch at K = 31 faulted in 176
