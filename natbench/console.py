@@ -185,9 +185,11 @@ def _round_factors(rows: list[dict]) -> dict[str, list[float]]:
     """Per backend with 4 or more rows of the run's full round count (6 or more), each round's
     factor: the median over those rows of round median / row median."""
     full = max((r.get("rounds") or 0 for r in rows if r["status"] == "ok"), default=0)
+    if full < 6:
+        return {}
     per: dict[str, list[list[float]]] = {}
     for r in rows:
-        if r["status"] == "ok" and full >= 6 and r.get("rounds") == full and r["latency_ms_median"] > 0:
+        if r["status"] == "ok" and r.get("rounds") == full and r["latency_ms_median"] > 0:
             per.setdefault(r["backend"], []).append(
                 [m / r["latency_ms_median"] for m in r["round_medians_ms"]])
     return {b: [median(v[i] for v in vs) for i in range(full)] for b, vs in per.items() if len(vs) >= 4}

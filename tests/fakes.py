@@ -1,5 +1,6 @@
 """Test-only backends: never registered in product code; tests put them in the registry."""
 
+import mmap
 import os
 import time
 
@@ -146,6 +147,13 @@ class HiccupBackend(SlowBackend):
 HICCUP_S = 0.3
 
 
+def touch_fresh_pages(pages: int) -> None:
+    """Write one byte to each of `pages` pages of a fresh anonymous mapping: as many minor faults."""
+    with mmap.mmap(-1, pages * mmap.PAGESIZE) as fresh:
+        for page in range(pages):
+            fresh[page * mmap.PAGESIZE] = 1
+
+
 class GrowingBackend(HiccupBackend):
     """HiccupBackend whose slow second call faults in 2 MiB of fresh pages and takes GROW_S: a
     call made while the heap grew, which is a warm-up, not a sample."""
@@ -155,12 +163,7 @@ class GrowingBackend(HiccupBackend):
     made: dict = {}
 
     def second_call(self):
-        import mmap
-
-        pages = (2 << 20) // mmap.PAGESIZE
-        with mmap.mmap(-1, pages * mmap.PAGESIZE) as fresh:
-            for page in range(pages):
-                fresh[page * mmap.PAGESIZE] = 1
+        touch_fresh_pages((2 << 20) // mmap.PAGESIZE)
         time.sleep(GROW_S)
 
 

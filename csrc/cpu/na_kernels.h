@@ -543,17 +543,22 @@ void qk_rpb(const Geometry<R>& g, const Shape& s, const T* q, const T* k, const 
 template <typename T, typename A>
 inline void weighted_rows(T* y, A scale, const T* w, const T* base, const int64_t* rows,
                           int64_t count, int64_t stride, int64_t dim) {
+  // the columns [d0, dim) one at a time: what no whole vector covers
+  const auto columns = [&](int64_t d0) {
+    for (int64_t d = d0; d < dim; ++d) {
+      A sum = 0;
+      for (int64_t j = 0; j < count; ++j)
+        sum += static_cast<A>(w[j]) * static_cast<A>(base[rows[j] * stride + d]);
+      y[d] = static_cast<T>(scale * sum);
+    }
+  };
   if constexpr (std::is_same_v<T, A>) {
     vector_pieces<A>(dim, [&](int64_t d0, auto pieces, auto vector) {
       constexpr int V = decltype(pieces)::value;
       using Vt = decltype(vector);
       constexpr int W = sizeof(Vt) / sizeof(A);
       if constexpr (V == 0) {
-        for (int64_t d = d0; d < dim; ++d) {
-          A sum = 0;
-          for (int64_t j = 0; j < count; ++j) sum += w[j] * base[rows[j] * stride + d];
-          y[d] = scale * sum;
-        }
+        columns(d0);
       } else {
         Vt sum[V] = {};
         for (int64_t j = 0; j < count; ++j) {
@@ -576,12 +581,7 @@ inline void weighted_rows(T* y, A scale, const T* w, const T* base, const int64_
       }
       for (int i = 0; i < C; ++i) y[d0 + i] = static_cast<T>(scale * sum[i]);
     }
-    for (int64_t d = d0; d < dim; ++d) {
-      A sum = 0;
-      for (int64_t j = 0; j < count; ++j)
-        sum += static_cast<A>(w[j]) * static_cast<A>(base[rows[j] * stride + d]);
-      y[d] = static_cast<T>(scale * sum);
-    }
+    columns(d0);
   }
 }
 

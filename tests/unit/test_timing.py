@@ -174,13 +174,10 @@ def test_calls_that_grew_the_heap_are_set_aside(monkeypatch, per_call, expected)
 
 
 def test_fresh_pages_touched_in_a_call_show_as_minor_faults():
-    import mmap
-
     from natbench import runner
+    from tests.fakes import touch_fresh_pages
 
     pages = 2 * runner._FRESH_PAGES
-    with mmap.mmap(-1, pages * mmap.PAGESIZE) as fresh:  # anonymous: untouched pages
-        before = runner._minor_faults()
-        for page in range(pages):
-            fresh[page * mmap.PAGESIZE] = 1
-        assert runner._minor_faults() - before >= pages
+    before = runner._minor_faults()
+    touch_fresh_pages(pages)
+    assert runner._minor_faults() - before >= pages
