@@ -14,6 +14,8 @@ A suite file has these parts (all optional but `case`):
     heads = [2, 4]
     [timing]                              # TimingPolicy fields, e.g. max_time_s = 2.0
     [timing.backends.natten-lib]          # the same fields for one backend, e.g. max_time_s = 2.5
+    [timing.cpu]                          # [timing]'s fields (and backends) on one device only:
+    [timing.cpu.backends.natten-lib]      #   cpu or cuda, the run's --device
     [gate]                                # natbench gate thresholds, e.g. latency = 0.2
 
 `label` may be swept or zipped like an axis: it names cases in tables (e.g. "NAT-Tiny").
@@ -28,7 +30,7 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from natbench.case import Case
+from natbench.case import DEVICES, Case
 from natbench.errors import InvalidProblemError, SuiteError
 from natbench.timing import TimingPolicy
 
@@ -38,6 +40,8 @@ AXES = ("rank", "batch", "heads", "head_dim", "resolution", "kernel_size", "dila
 TOP_KEYS = ("description", "backends", "case", "sweep", "zip", "timing", "gate")
 GATE_KEYS = ("latency", "memory", "flops")  # natbench gate's thresholds, as fractions
 TIMING_KEYS = tuple(f.name for f in fields(TimingPolicy))
+# [timing] also holds a table per device: [timing]'s fields for runs on that device only.
+SUITE_TIMING_KEYS = TIMING_KEYS + DEVICES
 BACKEND_TIMING_KEYS = tuple(k for k in TIMING_KEYS if k not in ("threads", "backends"))
 DEFAULTS = {"rank": 2, "batch": 1, "heads": 4, "head_dim": 32, "resolution": 56, "kernel_size": 7,
             "dilation": 1, "stride": 1, "is_causal": False, "rpb": False, "dtype": "float32",
@@ -80,17 +84,25 @@ class Suite:
         return Suite(self.name, self.path, self.description, self.backends, defaults, sweep,
                      zips, self.timing, self.gate)
 
-    def policy(self, **overrides) -> TimingPolicy:
-        """The [timing] table with the command line's values, which hold for every backend: they
-        replace the same fields of [timing.backends.NAME] too."""
+    def policy(self, device: str | None = None, **overrides) -> TimingPolicy:
+        """The [timing] table, then the run's device's [timing.DEVICE] (its fields replace
+        [timing]'s, its [timing.DEVICE.backends.NAME] fields those of [timing.backends.NAME]),
+        then the command line's values, which hold for every backend: they replace the same
+        fields of each backend's table too. `device` None: [timing] alone."""
         given = {k: v for k, v in overrides.items() if v is not None}
-        backends = {name: {k: v for k, v in values.items() if k not in given}
-                    for name, values in self.timing.get("backends", {}).items()}
-        values = {**self.timing, **given, "backends": {k: v for k, v in backends.items() if v}}
+        general = {k: v for k, v in self.timing.items() if k not in DEVICES}
+        own = self.timing.get(device, {}) if device else {}
+        backends = {}
+        for table in (general.get("backends", {}), own.get("backends", {})):
+            for name, values in table.items():
+                backends[name] = {**backends.get(name, {}),
+                                  **{k: v for k, v in values.items() if k not in given}}
+        values = {**general, **own, **given, "backends": {k: v for k, v in backends.items() if v}}
         try:
             return TimingPolicy(**values)
         except SuiteError as error:
-            raise SuiteError(f"{self.where()}, [timing] or its option: {error}") from None
+            tables = f"[timing] or [timing.{device}]" if own else "[timing]"
+            raise SuiteError(f"{self.where()}, {tables} or its option: {error}") from None
 
     def expand(self) -> list[Point]:
         """Every case of the suite, in file order: sweep axes outer, zip groups inner."""
@@ -172,10 +184,14 @@ def load(name_or_path: str) -> Suite:
         if len(set(lengths.values())) != 1 or -1 in lengths.values():
             raise SuiteError(f"{checker.at(next(iter(group)), '[zip]')}: every key of a [[zip]] "
                              f"group must be a list of the same length; got lengths {lengths}.")
-    timing = checker.table(data, "timing", TIMING_KEYS)
-    per_backend = checker.table(timing, "backends", backend_names(), "timing")
-    for name in per_backend:
-        checker.table(per_backend, name, BACKEND_TIMING_KEYS, "timing.backends")
+    timing = checker.table(data, "timing", SUITE_TIMING_KEYS)
+    tables = {"timing": timing, **{f"timing.{device}": checker.table(timing, device, TIMING_KEYS,
+                                                                     "timing")
+                                   for device in DEVICES}}
+    for parent, table in tables.items():
+        per_backend = checker.table(table, "backends", backend_names(), parent)
+        for name in per_backend:
+            checker.table(per_backend, name, BACKEND_TIMING_KEYS, f"{parent}.backends")
     gate = checker.table(data, "gate", GATE_KEYS)
     for metric, value in gate.items():
         if not isinstance(value, (int, float)) or value < 0:
@@ -184,7 +200,8 @@ def load(name_or_path: str) -> Suite:
     suite = Suite(path.stem, path, data.get("description", ""), backends, defaults, sweep, zips,
                   timing, gate)
     suite.expand()  # surfaces bad values now, with the file's name
-    suite.policy()
+    for device in (None, *DEVICES):
+        suite.policy(device)
     return suite
 
 

@@ -63,7 +63,7 @@ def compare(targets: Annotated[list[str], typer.Argument(help="Backends (the fir
         path = out or RESULTS_DIR / (f"compare-{'-'.join(names)}-{suite_obj.name}-{device_name}-"
                                      f"{datetime.now():%Y%m%d-%H%M%S}.jsonl")
         rows = execute(suite_obj, points, names, device_name, path, False,
-                       options.policy(suite_obj, max_time, rounds, threads),
+                       options.policy(suite_obj, device_name, max_time, rounds, threads),
                        Sink(False, quiet or json_), show_table=False)
         comparisons = compare_backends(rows, names[0], names[1:])
     if json_:

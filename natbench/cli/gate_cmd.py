@@ -25,7 +25,7 @@ def _run(suite: str, backend, device, dtype, pass_, set_, max_time, rounds, thre
 
     suite_obj, points, names, device_name = options.plan(suite, backend, device, dtype, pass_, set_)
     execute(suite_obj, points, names, device_name, out, False,
-            options.policy(suite_obj, max_time, rounds, threads),
+            options.policy(suite_obj, device_name, max_time, rounds, threads),
             Sink(False, quiet), show_table=False)
     return suite_obj
 

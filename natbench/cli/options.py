@@ -31,9 +31,10 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def policy(suite, max_time: float | None, rounds: int | None, threads_: str | None):
-    """The suite's timing policy with the command line's --max-time, --rounds and --threads."""
-    return suite.policy(max_time_s=max_time, rounds=rounds, threads=threads(threads_))
+def policy(suite, device: str, max_time: float | None, rounds: int | None, threads_: str | None):
+    """The suite's timing policy on `device` with the command line's --max-time, --rounds and
+    --threads."""
+    return suite.policy(device, max_time_s=max_time, rounds=rounds, threads=threads(threads_))
 
 
 def threads(value: str | None) -> int | str | None:

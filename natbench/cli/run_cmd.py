@@ -31,5 +31,5 @@ def run(suite: options.Suite = "kernel-sizes", backend: options.Backends = None,
         raise SuiteError("--resume needs --out FILE: the results file to continue.")
     path = out or RESULTS_DIR / f"{suite_obj.name}-{device_name}-{datetime.now():%Y%m%d-%H%M%S}.jsonl"
     results = execute(suite_obj, points, names, device_name, path, resume,
-                      options.policy(suite_obj, max_time, rounds, threads), sink)
+                      options.policy(suite_obj, device_name, max_time, rounds, threads), sink)
     raise typer.Exit(0 if results else 1)

@@ -20,10 +20,10 @@ def verify(suite: options.Suite = "smoke", backend: options.Backends = None,
     from natbench.runner import RunContext, run_pair
 
     sink = Sink(json_, quiet)
-    suite_obj, points, names, _ = options.plan(suite, backend, device, dtype, pass_, set_)
+    suite_obj, points, names, device_name = options.plan(suite, backend, device, dtype, pass_, set_)
     if backend is None:
         names = [n for n in backend_names() if n != "reference" and get_backend(n).unavailable_reason() is None]
-    context = RunContext(suite_obj.policy())
+    context = RunContext(suite_obj.policy(device_name))
     rows = []
     with sink.progress(len(points) * len(names)) as advance:
         for point in points:

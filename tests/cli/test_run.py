@@ -210,6 +210,16 @@ def test_a_suite_gives_one_backend_its_own_budget(cli, tmp_path, fake_backends):
     assert results.header["policy"]["backends"] == {"test-slow": {"max_time_s": 0.12, "rounds": 1}}
 
 
+def test_a_backend_table_of_the_run_s_device_applies_and_another_device_s_does_not(
+        cli, tmp_path, fake_backends):
+    results = _run_torch_and_slow(cli, tmp_path, "kernel_size = 3",
+                                  "rounds = 1\n[timing.cuda.backends.test-slow]\nrounds = 3\n"
+                                  "[timing.cpu.backends.test-slow]\nmax_time_s = 0.12")
+    assert results.header["policy"]["backends"] == {"test-slow": {"rounds": 1, "max_time_s": 0.12}}
+    slow = next(r for r in results.rows if r["backend"] == "test-slow")
+    assert slow["rounds"] == 1 and slow["samples"] >= 2  # 0.12 s holds several 30 ms calls
+
+
 def test_a_backend_of_one_round_has_its_pairs_spread_over_the_rounds(cli, tmp_path, fake_backends):
     results = _run_torch_and_slow(cli, tmp_path, "[sweep]\nkernel_size = [3, 5, 7]", "rounds = 1")
     slow = [(r["kernel_size"][0], r["round"]) for r in results.rounds if r["backend"] == "test-slow"]

@@ -72,6 +72,12 @@ def test_set_overrides_one_value_or_sweeps_several():
     ("[case]\n[timing.backends.torch]\nthreads = 2\n", r"key 'threads': unknown key"),
     ("[case]\n[timing]\nrounds = 2\n[timing.backends.torch]\nrounds = 3\n",
      r"backends.torch.rounds 3 is over the run's 2 rounds"),
+    ("[case]\n[timing.cdua]\nrounds = 2\n", r"key 'cdua': unknown key \(did you mean 'cuda'\?\)"),
+    ("[case]\n[timing.cuda]\nmax_time = 1\n",
+     r"s.toml:3: key 'max_time': unknown key \(did you mean 'max_time_s'\?\)"),
+    ("[case]\n[timing.cpu.backends.natten-lbi]\nrounds = 1\n", r"did you mean 'natten-lib'"),
+    ("[case]\n[timing.cuda]\nrounds = 2\n[timing.cuda.backends.torch]\nrounds = 3\n",
+     r"\[timing.cuda\] or its option: backends.torch.rounds 3 is over the run's 2 rounds"),
 ])
 def test_malformed_suites_name_file_line_and_key(tmp_path, text, message):
     with pytest.raises(SuiteError, match=message):
@@ -106,3 +112,35 @@ rounds = 1
     given = loaded.policy(max_time_s=0.5).for_backend("natten-lib")
     assert (given.max_time_s, given.rounds) == (0.5, 1)
     assert loaded.policy(max_time_s=0.5, rounds=1).backends == {}
+
+
+def test_a_device_table_holds_on_its_device_only_over_timing_and_under_the_command_line(tmp_path):
+    path = _write(tmp_path, """
+[case]
+[timing]
+max_time_s = 1.0
+[timing.backends.natten-lib]
+max_time_s = 2.5
+rounds = 4
+[timing.cpu]
+max_time_s = 0.5
+[timing.cpu.backends.natten-lib]
+rounds = 3
+max_samples = 1
+""")
+    loaded = suites.load(str(path))
+    cpu, cuda = loaded.policy("cpu"), loaded.policy("cuda")
+    assert cpu.max_time_s == 0.5 and cuda.max_time_s == 1.0 == loaded.policy().max_time_s
+    # a device's backend table merges into [timing.backends.NAME] field by field
+    assert cpu.backends == {"natten-lib": {"max_time_s": 2.5, "rounds": 3, "max_samples": 1}}
+    assert cuda.backends == {"natten-lib": {"max_time_s": 2.5, "rounds": 4}}
+    given = loaded.policy("cpu", rounds=2, max_time_s=3.0)
+    assert (given.max_time_s, given.rounds, given.backends) == (3.0, 2, {"natten-lib": {"max_samples": 1}})
+
+
+def test_kernel_sizes_holds_natten_lib_to_one_call_a_round_on_the_cpu_only():
+    # NATTEN's CPU path takes ~1 s a call; its CUDA kernels well under a millisecond
+    loaded = suites.load("kernel-sizes")
+    cpu, cuda = (loaded.policy(d).for_backend("natten-lib") for d in ("cpu", "cuda"))
+    assert (cpu.rounds, cpu.max_samples) == (3, 1)
+    assert (cuda.rounds, cuda.max_samples, cuda.max_time_s) == (8, 2000, 1.0)
