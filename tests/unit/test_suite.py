@@ -94,16 +94,23 @@ def test_unknown_suite_and_bad_set_options_are_explained():
     assert suites.parse_set("is_causal=truexfalse") == ("is_causal", [[True, False]])
 
 
-def test_a_backend_timing_table_changes_that_backend_only_and_the_command_line_beats_it(tmp_path):
-    path = _write(tmp_path, """
+TIMED = """
 [case]
 [timing]
 max_time_s = 1.0
 [timing.backends.natten-lib]
 max_time_s = 2.5
 rounds = 1
-""")
-    loaded = suites.load(str(path))
+[timing.cpu]
+max_time_s = 0.5
+[timing.cpu.backends.natten-lib]
+rounds = 3
+max_samples = 1
+"""
+
+
+def test_a_backend_timing_table_changes_that_backend_only_and_the_command_line_beats_it(tmp_path):
+    loaded = suites.load(str(_write(tmp_path, TIMED)))
     policy = loaded.policy()
     slow, torch_ = policy.for_backend("natten-lib"), policy.for_backend("torch")
     assert (slow.max_time_s, slow.rounds, slow.min_samples) == (2.5, 1, policy.min_samples)
@@ -115,25 +122,12 @@ rounds = 1
 
 
 def test_a_device_table_holds_on_its_device_only_over_timing_and_under_the_command_line(tmp_path):
-    path = _write(tmp_path, """
-[case]
-[timing]
-max_time_s = 1.0
-[timing.backends.natten-lib]
-max_time_s = 2.5
-rounds = 4
-[timing.cpu]
-max_time_s = 0.5
-[timing.cpu.backends.natten-lib]
-rounds = 3
-max_samples = 1
-""")
-    loaded = suites.load(str(path))
+    loaded = suites.load(str(_write(tmp_path, TIMED)))
     cpu, cuda = loaded.policy("cpu"), loaded.policy("cuda")
     assert cpu.max_time_s == 0.5 and cuda.max_time_s == 1.0 == loaded.policy().max_time_s
     # a device's backend table merges into [timing.backends.NAME] field by field
     assert cpu.backends == {"natten-lib": {"max_time_s": 2.5, "rounds": 3, "max_samples": 1}}
-    assert cuda.backends == {"natten-lib": {"max_time_s": 2.5, "rounds": 4}}
+    assert cuda.backends == {"natten-lib": {"max_time_s": 2.5, "rounds": 1}}
     given = loaded.policy("cpu", rounds=2, max_time_s=3.0)
     assert (given.max_time_s, given.rounds, given.backends) == (3.0, 2, {"natten-lib": {"max_samples": 1}})
 
