@@ -245,10 +245,17 @@ class _Checker:
         self.path, self.lines = path, text.splitlines()
 
     def line_of(self, key: str, table: str | None = None) -> int | None:
+        """The line of `key = ...` in `table` (None: the top level), or, for a key that names a
+        table, of its first header (`[table.key]`, `[table.key.backends.torch]`)."""
         inside = table is None
         header = None if table is None else f"[{table.strip('[]')}]"
+        path = f"{table.strip('[]')}.{key}" if table else key
         for number, line in enumerate(self.lines, 1):
             stripped = line.strip()
+            if stripped.startswith("["):
+                name = stripped.strip("[]").replace('"', "").strip()
+                if name == path or name.startswith(f"{path}."):
+                    return number
             if header and stripped.startswith("["):
                 inside = stripped.strip("[]") == header.strip("[]")
                 continue
