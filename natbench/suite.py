@@ -248,16 +248,15 @@ class _Checker:
         """The line of `key = ...` in `table` (None: the top level), or, for a key that names a
         table, of its first header (`[table.key]`, `[table.key.backends.torch]`)."""
         inside = table is None
-        header = None if table is None else f"[{table.strip('[]')}]"
-        path = f"{table.strip('[]')}.{key}" if table else key
+        header = None if table is None else table.strip("[]")
+        path = f"{header}.{key}" if header else key
         for number, line in enumerate(self.lines, 1):
             stripped = line.strip()
             if stripped.startswith("["):
                 name = stripped.strip("[]").replace('"', "").strip()
                 if name == path or name.startswith(f"{path}."):
                     return number
-            if header and stripped.startswith("["):
-                inside = stripped.strip("[]") == header.strip("[]")
+                inside = inside if header is None else name == header
                 continue
             if inside and re.match(rf"{re.escape(key)}\s*=", stripped):
                 return number
