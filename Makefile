@@ -17,8 +17,9 @@ natten-lib: install
 		natten==$(NATTEN_VERSION) || echo "natten-lib stays unavailable: NATTEN did not install"
 
 # The main job: the kernel-size sweep on the best device here (CUDA when present, else CPU).
+# `python -m natbench` needs no activated environment to find the command.
 run: natten-lib
-	natbench run --suite kernel-sizes --device auto
+	$(PYTHON) -m natbench run --suite kernel-sizes --device auto
 
 # Compile every CUDA kernel for sm_80 and sm_90 with nvcc alone (no GPU needed), and check that
 # the torch binding and the CUDA op registration compile against torch's headers. A CPU wheel of
@@ -27,14 +28,23 @@ CUDA_CHECK_DIR ?= build/cuda-check
 # nvcc may be a wrapper script: ask it where its own headers are.
 NVCC_INCLUDE = $(shell nvcc --dryrun -x cu -c /dev/null 2>&1 | sed -n 's/^\#\$$ INCLUDES=//p' | tr -d '"')
 TORCH_INCLUDE = $(shell $(PYTHON) -c "import torch.utils.cpp_extension as c; print(' '.join('-I' + p for p in c.include_paths()))" 2>/dev/null)
+# Without nvcc it says it skipped, so that `make test` passes on a machine with no CUDA toolkit;
+# CUDA_CHECK_REQUIRED=1 (as .ci/run sets) makes a missing nvcc an error instead.
 cuda-check: install
-	@command -v nvcc >/dev/null || { echo "cuda-check: nvcc not found; install the CUDA toolkit to compile-check csrc/cuda"; exit 1; }
+	@if ! command -v nvcc >/dev/null; then \
+		if [ -n "$(CUDA_CHECK_REQUIRED)" ]; then echo "cuda-check: nvcc not found; install the CUDA toolkit to compile-check csrc/cuda"; exit 1; fi; \
+		echo "cuda-check: skipped, nvcc is not on the PATH (install the CUDA toolkit to compile-check csrc/cuda)"; \
+	else $(MAKE) --no-print-directory $(CUDA_CHECK_DIR)/checked; fi
+
+CUDA_SOURCES = $(wildcard csrc/cuda/* csrc/include/* csrc/bindings.cpp)
+$(CUDA_CHECK_DIR)/checked: $(CUDA_SOURCES)
 	@mkdir -p $(CUDA_CHECK_DIR)/stub/c10/cuda/impl
 	@test -f $(CUDA_CHECK_DIR)/stub/c10/cuda/impl/cuda_cmake_macros.h || echo "#pragma once" > $(CUDA_CHECK_DIR)/stub/c10/cuda/impl/cuda_cmake_macros.h
 	nvcc -std=c++17 -O3 -Werror all-warnings -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
 		-c csrc/cuda/na_kernels.cu -o $(CUDA_CHECK_DIR)/na_kernels.o
 	$(CXX) -std=c++17 -fsyntax-only -Wall -Wno-c++20-extensions -DNATBENCH_WITH_CUDA -I$(CUDA_CHECK_DIR)/stub \
 		$(TORCH_INCLUDE) $(NVCC_INCLUDE) csrc/cuda/na_cuda.cpp csrc/bindings.cpp
+	@touch $@
 	@echo "cuda-check: csrc/cuda compiles for sm_80 and sm_90, and its binding against torch's headers"
 
 # pytest exits 5 when it collected no test: that is a failure of the suite, not a pass.
