@@ -172,10 +172,15 @@ def load_between(before: tuple | None, after: tuple | None) -> dict:
 
 
 def git_commit() -> str | None:
+    """The checkout's commit, or None for an installed natbench (whose folder may lie inside
+    some other repository, which is not natbench's commit)."""
     root = Path(__file__).resolve().parent.parent
     try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                                text=True, timeout=5).stdout.strip()
+        found = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-toplevel", "HEAD"],
+                               capture_output=True, text=True, timeout=5).stdout.splitlines()
+        if len(found) != 2 or Path(found[0]).resolve() != root:
+            return None
+        commit = found[1]
         dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True, timeout=5).stdout.strip()
     except (OSError, subprocess.SubprocessError):
@@ -224,8 +229,10 @@ def _throttle_names(pynvml, mask: int) -> list[str]:
     return sorted(names)
 
 
-def collect(device: str = "cpu", suite: str | None = None) -> dict:
-    """Everything a reader needs to trust or reproduce a run. Imports torch."""
+def collect(device: str = "cpu", suite: str | None = None, build_extension: bool = True) -> dict:
+    """Everything a reader needs to trust or reproduce a run. Imports torch. The compiled
+    extension's fields come from building it, or with `build_extension=False` from its last
+    build's stamp (nothing compiles; `extension_reason` says when it is not built yet)."""
     import torch
 
     env = {
@@ -245,9 +252,10 @@ def collect(device: str = "cpu", suite: str | None = None) -> dict:
         "device_kind": device,
         "gpu_name": None,
     }
-    from natbench.extension import build
+    from natbench.extension import NOT_BUILT, Build, build, status
 
-    env.update(build().to_record())
+    built = build() if build_extension else status() or Build(False, NOT_BUILT, 0.0, None)
+    env.update(built.to_record())
     if device == "cuda" and torch.cuda.is_available():
         env.update(gpu_state(torch.cuda.current_device()))
         env["gpu_name"] = torch.cuda.get_device_name()

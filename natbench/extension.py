@@ -4,6 +4,10 @@ cached in torch's extensions directory) and loaded once per process.
 A failed build never breaks natbench: the backends that need the extension become unavailable
 with the compiler's first error as their reason, and every other backend still runs.
 
+Every build, good or failed, leaves a stamp in its build directory naming the sources, flags and
+torch it was made from, so that `status()` tells light commands (`natbench list`, `natbench env`)
+whether the extension is built without compiling or loading anything.
+
 The CUDA kernels (csrc/cuda/) join the build when torch has CUDA and a CUDA toolkit (nvcc) is
 found; they are compiled for the visible GPU's own architecture (torch's default when
 TORCH_CUDA_ARCH_LIST is unset). Otherwise the build is CPU-only and says why in `cuda_reason`.
@@ -11,6 +15,9 @@ TORCH_CUDA_ARCH_LIST is unset). Otherwise the build is CPU-only and says why in 
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
 import subprocess
 import sys
@@ -19,8 +26,11 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
-CSRC = Path(__file__).resolve().parent.parent / "csrc"
+from natbench.paths import CSRC, PACKAGE_ROOT
+
 NAME = "natbench_ext"
+STAMP = "natbench-build.json"
+NOT_BUILT = "not built yet: `natbench build` compiles it, or the first command that runs it does"
 SOURCES = ("bindings.cpp", "cpu/na_cpu.cpp", "cpu/na_cpu_fused_backward.cpp")
 CUDA_SOURCES = ("cuda/na_cuda.cpp", "cuda/na_kernels.cu")
 NVCCFLAGS = ("-O3", "-std=c++17", "--use_fast_math", "-DNATBENCH_WITH_CUDA")
@@ -68,32 +78,101 @@ def cuda_toolkit() -> str | None:
     return None
 
 
-@lru_cache(maxsize=1)
-def build(verbose: bool = False) -> Build:
-    """Compile (or reuse the cached build of) csrc/ and load its ops into torch.ops.natbench."""
-    begin = time.perf_counter()
-    if not (CSRC / SOURCES[0]).exists():
-        return Build(False, f"the C++ sources are missing from {CSRC}; reinstall natbench from a "
-                     f"checkout (pip install -e .).", 0.0, None)
+def _plan() -> tuple[list[str], list[str], str | None]:
+    """The sources and C++ flags of a build here, and why the CUDA kernels stay out (or None)."""
     cuda_reason = cuda_toolkit()
     sources, cflags = list(SOURCES), list(CFLAGS)
     if cuda_reason is None:
         sources += CUDA_SOURCES
         cflags.append("-DNATBENCH_WITH_CUDA")
+    return sources, cflags, cuda_reason
+
+
+def build_directory() -> Path:
+    """Where torch builds the extension: $TORCH_EXTENSIONS_DIR, else a folder of torch's cache per
+    Python and accelerator; reading it creates nothing."""
+    import torch
+    import torch.utils.cpp_extension as cpp
+
+    root = os.environ.get("TORCH_EXTENSIONS_DIR")
+    if root is None:
+        accelerator = f"cu{torch.version.cuda.replace('.', '')}" if torch.version.cuda else "cpu"
+        python = f"py{sys.version_info.major}{sys.version_info.minor}{getattr(sys, 'abiflags', '')}"
+        root = os.path.join(cpp.get_default_build_root(), f"{python}_{accelerator}")
+    return Path(root) / NAME
+
+
+def fingerprint(sources: list[str], cflags: list[str]) -> str:
+    """What makes one build differ from another: every file under csrc/ (headers included), where
+    it lies (a build of another checkout's sources is another build), the flags and torch."""
+    import torch
+
+    digest = hashlib.sha256()
+    for part in (str(CSRC), torch.__version__, *sources, *cflags, *NVCCFLAGS, *LDFLAGS):
+        digest.update(part.encode() + b"\0")
+    for path in sorted(p for p in CSRC.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(CSRC)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def status() -> Build | None:
+    """The build of these sources and flags on this machine, from its stamp, compiling and loading
+    nothing; None when there is none (or its library is gone)."""
+    if not (CSRC / SOURCES[0]).exists():
+        return _missing_sources()
+    sources, cflags, _ = _plan()
+    try:
+        stamp = json.loads((build_directory() / STAMP).read_text())
+    except (OSError, ValueError):
+        return None
+    if stamp.get("fingerprint") != fingerprint(sources, cflags):
+        return None
+    if stamp["ok"] and not Path(stamp["library"]).exists():
+        return None
+    return Build(stamp["ok"], stamp["reason"], stamp["seconds"], stamp["directory"],
+                 tuple(stamp["cflags"]), tuple(stamp["ldflags"]), stamp["cuda"], stamp["cuda_reason"])
+
+
+def _missing_sources() -> Build:
+    return Build(False, f"the C++ sources are missing from {CSRC}; reinstall natbench (pip install "
+                 f"natbench, or pip install -e . in a checkout).", 0.0, None)
+
+
+@lru_cache(maxsize=1)
+def build(verbose: bool = False) -> Build:
+    """Compile (or reuse the cached build of) csrc/ and load its ops into torch.ops.natbench."""
+    begin = time.perf_counter()
+    if not (CSRC / SOURCES[0]).exists():
+        return _missing_sources()
+    sources, cflags, cuda_reason = _plan()
+    directory, library = build_directory(), None
     try:
         import torch.utils.cpp_extension as cpp
 
         cpp.verify_ninja_availability()
-        directory = cpp._get_build_directory(NAME, verbose)
-        cpp.load(name=NAME, sources=[str(CSRC / s) for s in sources], extra_cflags=cflags,
-                 extra_cuda_cflags=list(NVCCFLAGS), extra_ldflags=list(LDFLAGS),
-                 is_python_module=False, verbose=verbose)
+        directory.mkdir(parents=True, exist_ok=True)
+        library = cpp.load(name=NAME, sources=[str(CSRC / s) for s in sources], extra_cflags=cflags,
+                           extra_cuda_cflags=list(NVCCFLAGS), extra_ldflags=list(LDFLAGS),
+                           build_directory=str(directory), is_python_module=False, verbose=verbose)
+        result = Build(True, None, time.perf_counter() - begin, str(directory), tuple(cflags),
+                       cuda=cuda_reason is None, cuda_reason=cuda_reason)
     except Exception as error:  # a compiler error, a missing compiler or ninja
         reason = first_error(str(error))
-        return Build(False, f"the natbench extension did not build: {reason} (`natbench build "
-                     f"--verbose` shows the full log)", time.perf_counter() - begin, None)
-    return Build(True, None, time.perf_counter() - begin, directory, tuple(cflags),
-                 cuda=cuda_reason is None, cuda_reason=cuda_reason)
+        result = Build(False, f"the natbench extension did not build: {reason} (`natbench build "
+                       f"--verbose` shows the full log)", time.perf_counter() - begin, None)
+    _write_stamp(directory, result, fingerprint(sources, cflags), library)
+    return result
+
+
+def _write_stamp(directory: Path, result: Build, digest: str, library: str | None) -> None:
+    """Record a build for status(); a folder that cannot be written only costs light commands
+    their answer."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / STAMP).write_text(json.dumps({**asdict(result), "fingerprint": digest,
+                                                   "library": library}))
+    except OSError:
+        pass
 
 
 _BUILD_CODE = "from natbench.extension import build; build()"
@@ -105,5 +184,5 @@ def start_build() -> subprocess.Popen:
     or fails the same way and says why. The child runs in the folder that holds this natbench,
     so that it imports this one (`python -c` looks in its working folder first): another
     checkout's sources would make a different build, which this process would then redo."""
-    return subprocess.Popen([sys.executable, "-c", _BUILD_CODE], cwd=Path(__file__).resolve().parent.parent,
+    return subprocess.Popen([sys.executable, "-c", _BUILD_CODE], cwd=PACKAGE_ROOT.parent,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

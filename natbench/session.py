@@ -20,6 +20,7 @@ def execute(suite: Suite, points: list[Point], backends: list[str], device: str,
 
     Ctrl-C stops the loop; everything finished is on disk and `--resume` continues it.
     """
+    from natbench.backends import get_backend
     from natbench.calibrate import calibrate
     from natbench.env import collect, cpu_threads, memory_cap, pin_allocator
     from natbench.runner import RunContext
@@ -30,7 +31,8 @@ def execute(suite: Suite, points: list[Point], backends: list[str], device: str,
         done = {store.row_key(r) for r in old.rows} if old else set()
         compile_s, prepared = _prepare([(p, b) for p in points for b in backends
                                         if (p.case.key, b) not in done], sink)
-        header = {**collect(device, suite.name), "suite_file": str(suite.path),
+        compiled = any(get_backend(b).needs_extension for b in backends)
+        header = {**collect(device, suite.name, build_extension=compiled), "suite_file": str(suite.path),
                   "backends": backends, "policy": policy.__dict__, **prepared}
         header["env"].update(allocator)
         header["env"].update(cap)
@@ -76,7 +78,7 @@ def _prepare(pairs: list[tuple[Point, str]], sink: Sink) -> tuple[dict, dict]:
     """Compile ahead what the backends compile on a first call (flex) while the extension builds
     in a child process: on a 2-core CPU both take about a minute when cold, one core each. Returns
     the seconds per pair and the header's record of the phase (nothing when no backend compiles:
-    the header's environment then builds the extension as usual)."""
+    the header's environment then builds the extension if a backend needs it)."""
     from natbench.backends import get_backend
     from natbench.extension import start_build
     from natbench.runner import compile_ahead
@@ -84,12 +86,15 @@ def _prepare(pairs: list[tuple[Point, str]], sink: Sink) -> tuple[dict, dict]:
     names = sorted({b for _, b in pairs if get_backend(b).compiles})
     if not names:
         return {}, {}
-    sink.info(f"compiling {', '.join(names)} ahead of measuring, while the extension builds")
+    building = any(get_backend(b).needs_extension for _, b in pairs)
+    sink.info(f"compiling {', '.join(names)} ahead of measuring"
+              + (", while the extension builds" if building else ""))
     begin = time.perf_counter()
-    build = start_build()
+    build = start_build() if building else None
     compile_s = compile_ahead(pairs)
     compiled = time.perf_counter() - begin
-    build.wait()
+    if build is not None:
+        build.wait()
     return compile_s, {"prepare": {"backends": names, "compile_s": compiled,
                                    "wall_s": time.perf_counter() - begin}}
 

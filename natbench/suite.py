@@ -32,9 +32,8 @@ from pathlib import Path
 
 from natbench.case import DEVICES, Case
 from natbench.errors import InvalidProblemError, SuiteError
+from natbench.paths import SUITES
 from natbench.timing import TimingPolicy
-
-SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 AXES = ("rank", "batch", "heads", "head_dim", "resolution", "kernel_size", "dilation", "stride",
         "is_causal", "rpb", "dtype", "device", "pass", "label")
 TOP_KEYS = ("description", "backends", "case", "sweep", "zip", "timing", "gate")
@@ -132,7 +131,7 @@ class Suite:
 
 
 def suite_names() -> list[str]:
-    return sorted(p.stem for p in SUITES_DIR.glob("*.toml"))
+    return sorted(p.stem for p in SUITES.glob("*.toml"))
 
 
 def resolve(name_or_path: str) -> Path:
@@ -141,7 +140,7 @@ def resolve(name_or_path: str) -> Path:
         if not path.exists():
             raise SuiteError(f"suite file {path} does not exist.")
         return path
-    candidate = SUITES_DIR / f"{name_or_path}.toml"
+    candidate = SUITES / f"{name_or_path}.toml"
     if candidate.exists():
         return candidate
     close = difflib.get_close_matches(name_or_path, suite_names(), n=1)

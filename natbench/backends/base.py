@@ -63,6 +63,9 @@ class Backend:
     # True when a case's first call compiles code (torch.compile): a run makes those calls before
     # it measures, while the extension builds (runner.compile_ahead).
     compiles: ClassVar[bool] = False
+    # True when the backend runs natbench's compiled extension (csrc/): light commands then read
+    # the extension's build stamp instead of building it (extension.status).
+    needs_extension: ClassVar[bool] = False
 
     def unavailable_reason(self) -> str | None:
         """None when the backend can run on this machine at all, else a sentence saying why not."""

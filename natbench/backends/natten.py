@@ -166,6 +166,7 @@ class NattenBackend(Backend):
                "window, OpenMP over batch x heads x query blocks on the CPU, a warp per query on "
                "CUDA; fp32 accumulation.")
     cuda_max_head_dim = 256  # a lane keeps 8 of the head dim's values in registers
+    needs_extension = True
 
     def unavailable_reason(self):
         result = build()

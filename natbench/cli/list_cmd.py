@@ -5,8 +5,24 @@ from __future__ import annotations
 from natbench.cli import options
 
 
+def _availability(backend) -> tuple[str, str | None]:
+    """("yes", None), ("no", why) or ("not built", how to build it), compiling nothing: a backend
+    of the compiled extension is answered from the extension's build stamp."""
+    if backend.needs_extension:
+        from natbench.extension import NOT_BUILT, status
+
+        built = status()
+        if built is None:
+            return "not built", NOT_BUILT
+        reason = built.reason
+    else:
+        reason = backend.unavailable_reason()
+    return ("yes", None) if reason is None else ("no", reason)
+
+
 def list_(json_: options.Json = False) -> None:
-    """Backends (available or why not) and suites (cases, description)."""
+    """Backends (available, not built yet, or why not) and suites (cases, description).
+    Compiles nothing."""
     from rich.table import Table
 
     from natbench import suite as suites
@@ -17,8 +33,8 @@ def list_(json_: options.Json = False) -> None:
     backends = []
     for name in backend_names():
         backend = get_backend(name)
-        reason = backend.unavailable_reason()
-        backends.append({"name": name, "op": backend.op, "available": reason is None,
+        state, reason = _availability(backend)
+        backends.append({"name": name, "op": backend.op, "available": state == "yes", "state": state,
                          "reason": reason, "description": backend.description(),
                          "layout": backend.layout})
     suite_rows = []
@@ -33,7 +49,8 @@ def list_(json_: options.Json = False) -> None:
     for column in ("name", "computes", "available", "description / reason"):
         table.add_column(column)
     for row in backends:
-        table.add_row(row["name"], row["op"], "[green]yes[/]" if row["available"] else "[red]no[/]",
+        colour = {"yes": "green", "no": "red"}.get(row["state"], "yellow")
+        table.add_row(row["name"], row["op"], f"[{colour}]{row['state']}[/]",
                       row["description"] if row["available"] else row["reason"])
     sink.table(table)
     table = Table(title="suites", title_justify="left")

@@ -158,7 +158,7 @@ def test_first_calls_that_compile_are_made_ahead_while_the_extension_builds(cli,
     monkeypatch.setattr(extension, "start_build", lambda: events.append("build started") or FakeBuild())
     monkeypatch.setattr(CompilingBackend, "compiled", set())
     out = tmp_path / "r.jsonl"
-    code, _, stderr = cli("run", *FAST, "--backend", "test-compiling,torch", "--set", "kernel_size=3,5",
+    code, _, stderr = cli("run", *FAST, "--backend", "test-compiling,natten", "--set", "kernel_size=3,5",
                           "--rounds", "2", "--out", out)
     assert code == 0, stderr
     results = store.load(out)
@@ -170,9 +170,12 @@ def test_first_calls_that_compile_are_made_ahead_while_the_extension_builds(cli,
     for k in (3, 5):
         assert rows[("test-compiling", k)]["compile_s"] >= COMPILE_S
         assert rows[("test-compiling", k)]["first_call_s"] < COMPILE_S  # compiled already
-        assert rows[("torch", k)]["compile_s"] is None
-    # without a backend that compiles there is no such phase: the header builds as before
+        assert rows[("natten", k)]["compile_s"] is None
+    # a run that needs no extension compiles its flex-like backends without building it
     events.clear()
+    assert cli("run", *FAST, "--backend", "test-compiling,torch", "--out", tmp_path / "c.jsonl")[0] == 0
+    assert events == [] and store.load(tmp_path / "c.jsonl").header["prepare"]["backends"] == ["test-compiling"]
+    # without a backend that compiles there is no such phase: the header builds as before
     assert cli("run", *FAST, "--backend", "torch", "--out", tmp_path / "t.jsonl")[0] == 0
     assert events == [] and "prepare" not in store.load(tmp_path / "t.jsonl").header
 
@@ -369,6 +372,23 @@ def test_list_and_env_report_backends_suites_and_machine(cli):
     assert header["env"]["torch_threads"] == 1  # what a run with the default --threads records
     code, stdout, _ = cli("env", "--json", "--device", "cpu", "--threads", "2")
     assert code == 0 and json.loads(stdout)["env"]["torch_threads"] == 2
+
+
+def test_list_and_env_compile_nothing_and_say_how_to_build(cli, tmp_path, monkeypatch):
+    # an empty extensions folder: the extension is not built here, and these commands must not
+    # build it (a minute of compiling for a listing)
+    from natbench.extension import NOT_BUILT
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    code, stdout, _ = cli("list", "--json")
+    natten = {b["name"]: b for b in json.loads(stdout)["backends"]}["natten"]
+    assert code == 0 and natten["state"] == "not built" and "natbench build" in natten["reason"]
+    code, stdout, _ = cli("list")
+    assert code == 0 and "not built" in stdout
+    code, stdout, _ = cli("env", "--json", "--device", "cpu")
+    env = json.loads(stdout)["env"]
+    assert code == 0 and not env["extension_ok"] and env["extension_reason"] == NOT_BUILT
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("fmt", ["csv", "markdown", "parquet"])
