@@ -108,6 +108,7 @@ def gate(baseline: Annotated[Path, typer.Option(help="The committed baseline res
 
     if (current is None) == (suite is None):
         raise SuiteError("natbench gate needs exactly one of --current FILE or --suite NAME.")
+    sink = Sink(json_, quiet)
     if baseline.is_dir():
         # The kind of machine: this one for a run made now, the current file's otherwise.
         if suite:
@@ -126,10 +127,13 @@ def gate(baseline: Annotated[Path, typer.Option(help="The committed baseline res
                        f"`natbench baseline update --suite {suite_name} --device {device_name} "
                        f"--out {baseline}/NAME.jsonl`")
             if no_baseline_ok:
-                typer.echo(f"natbench gate: not applied: {message}.")
+                if json_:
+                    sink.json({"applied": False, "passed": True, "reason": message})
+                else:
+                    typer.echo(f"natbench gate: not applied: {message}.")
                 return
             raise ResultsError(message + ".")
-        typer.echo(f"natbench gate: baseline for this machine: {picked}")
+        sink.info(f"natbench gate: baseline for this machine: {picked}")
         baseline = picked
     base = store.load(baseline)
     if suite is not None:
@@ -139,7 +143,6 @@ def gate(baseline: Annotated[Path, typer.Option(help="The committed baseline res
     _check_setups(base, cur, normalize, force)
     limits = _thresholds(suite or base.header.get("suite_file") or base.header.get("suite"), threshold)
     result = run_gate(base, cur, limits, normalize, correct_drift)
-    sink = Sink(json_, quiet)
     flagged = [f for f in result.regressions if f.metric == "latency"]
     if suite is not None and flagged and confirm:
         reruns = []
@@ -151,7 +154,7 @@ def gate(baseline: Annotated[Path, typer.Option(help="The committed baseline res
             reruns.append(run_gate(base, store.load(again), limits, normalize, correct_drift))
         confirm_regressions(result, reruns)
     if json_:
-        sink.json(result.to_record())
+        sink.json({"applied": True, **result.to_record()})
     else:
         sink.table(gate_table(result))
         typer.echo(gate_verdict(result))

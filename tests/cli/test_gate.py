@@ -140,8 +140,12 @@ def test_a_baseline_directory_gives_the_baseline_of_this_kind_of_machine(cli, tm
     synthetic.write(directory / "a.jsonl", [synthetic.row("torch", 7, 3e-3, seed=1)], {"cpu_model": "Other CPU"})
     synthetic.write(directory / "b.jsonl", [synthetic.row("torch", 7, 1e-3, seed=2)])
     slow = synthetic.write(tmp_path / "slow.jsonl", [synthetic.row("torch", 7, 1.5e-3, seed=3)])
-    code, stdout, _ = cli("gate", "--baseline", directory, "--current", slow)
-    assert code == 1 and f"baseline for this machine: {directory / 'b.jsonl'}" in stdout
+    code, _, stderr = cli("gate", "--baseline", directory, "--current", slow)
+    assert code == 1 and f"baseline for this machine: {directory / 'b.jsonl'}" in stderr
+    # --json: stdout is the verdict and nothing else
+    code, stdout, _ = cli("gate", "--baseline", directory, "--current", slow, "--json")
+    verdict = json.loads(stdout)
+    assert code == 1 and verdict["applied"] and verdict["baseline"] == str(directory / "b.jsonl")
     # a machine kind with no baseline: exit 2 naming the kind and how to record one, or, when
     # asked (CI on a new kind of machine), exit 0 saying the gate was not applied
     (directory / "b.jsonl").unlink()
@@ -149,3 +153,6 @@ def test_a_baseline_directory_gives_the_baseline_of_this_kind_of_machine(cli, tm
     assert code == 2 and "cpu_model 'Test CPU'" in stderr and "natbench baseline update" in stderr
     code, stdout, _ = cli("gate", "--baseline", directory, "--current", slow, "--no-baseline-ok")
     assert code == 0 and "not applied" in stdout
+    code, stdout, _ = cli("gate", "--baseline", directory, "--current", slow, "--no-baseline-ok", "--json")
+    verdict = json.loads(stdout)
+    assert code == 0 and not verdict["applied"] and "cpu_model 'Test CPU'" in verdict["reason"]
