@@ -200,10 +200,9 @@ def step_warning(rows: list[dict], least: float = 0.10) -> str | None:
     held: its round factors, each divided by the other backends' median factor of that round,
     split at one round into two runs of 2 or more that differ by `least` or more and each
     spread under a third of that, its own factors differing by `least` or more there too.
-    natten-unfused did so in a run of 2026-12-03 (0.79x of its medians in rounds 0-2,
-    1.00-1.01x after, every other backend 0.99-1.02): a change only that backend felt, which
-    the next run may not share. Over 41 kernel-sizes runs it was the one backend-run that
-    qualified; host noise (a backend's factors 0.85-1.40 a round) spreads too widely."""
+    Such a step is a state of that backend in this process, which the next run may not share.
+    The spread bound keeps host noise out: noise moves a backend's factors by as much as
+    0.85-1.40 from round to round, but not as two tight runs (docs/reproducibility.md)."""
     factors = _round_factors(rows)
     lines = []
     for backend, own in factors.items():

@@ -1,4 +1,4 @@
-"""The FLOP convention of NA_SEMANTICS.md: count the two products over the keys really attended.
+"""The FLOP convention of docs/semantics.md: count the two products over the keys really attended.
 
 forward = 2 * B * heads * sum_over_queries(n_keys) * (D + Dv); backward = 2 x forward;
 forward+backward = 3 x forward. Softmax, scale, bias and masking are not counted.

@@ -9,9 +9,8 @@ Rules (each finding names its row):
   a slower kernel is slower in every round. The threshold of a row is never below the spread the baseline saw
   between its own repeats (`natbench baseline update` records it), so a baseline's noise cannot
   fail a change. Faster by as much is reported as an improvement and never fails.
-- drift correction (on by default): a shared machine drifts as a whole (on the 2-core VM this
-  was written on, whole runs of unchanged code came out 10-30% slower than their baseline, every
-  row alike). The run's drift factor is the median over its rows of current / baseline median;
+- drift correction (on by default): a shared machine drifts as a whole (on a 2-core VM whole
+  runs of unchanged code come out 10-30% slower than their baseline, every row alike). The run's drift factor is the median over its rows of current / baseline median;
   each row is judged on its latency divided by that factor. A regression in one backend or a few
   cases stands out; a uniform machine slowdown cancels. Its limit: a change that slows most rows
   by the same factor looks like drift; gate with --no-correct-drift on a quiet dedicated machine
@@ -24,9 +23,8 @@ Rules (each finding names its row):
   latency regressions, the suite runs N times more and each run is gated alike (its own drift
   factor and calibration); a regression stands only if every one of them finds it too, and is
   otherwise `unconfirmed`, listed and not failed. A machine's slow state can outlast a whole
-  gate run: in CI on 2026-12-03 torch fwdbwd at 16x16 came out +30-43% in all three rounds of
-  one smoke gate of unchanged code, and within the threshold in the 10 gates after it. A
-  slower kernel is slower in every run.
+  gate run (one smoke gate of unchanged code had torch fwdbwd at 16x16 +30-43% in all three
+  rounds, the ten gates after it within the threshold); a slower kernel is slower in every run.
 - memory and FLOPs are deterministic: memory fails above its tight threshold, FLOPs on any change.
 - correctness: a current row outside its dtype tolerance fails; a row that was ok and is now
   skipped, error, oom or timeout fails.

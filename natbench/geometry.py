@@ -1,4 +1,4 @@
-"""Neighborhood geometry, exactly as ../shared/NA_SEMANTICS.md defines it. Pure Python, no torch.
+"""Neighborhood geometry, exactly as docs/semantics.md defines it. Pure Python, no torch.
 
 Everything here works one axis at a time: a query's key set is the Cartesian product of its
 per-axis index sets.
@@ -64,7 +64,7 @@ class NAGeometry:
         return prod(self.kernel_size)
 
     def validate(self, rpb: bool = False) -> None:
-        """Raise InvalidProblemError naming the axis and the numbers, per NA_SEMANTICS rule 5."""
+        """Raise InvalidProblemError naming the axis and the numbers, per rule 5 of docs/semantics.md."""
         for axis, (length, k, d, s) in enumerate(
             zip(self.resolution, self.kernel_size, self.dilation, self.stride)
         ):
@@ -107,7 +107,7 @@ def group_length(length: int, dilation: int, group: int) -> int:
 
 def axis_window(i: int, length: int, kernel: int, dilation: int = 1, stride: int = 1,
                 causal: bool = False) -> range:
-    """Global key indices that query `i` attends on one axis (rules 1-4 of NA_SEMANTICS.md)."""
+    """Global key indices that query `i` attends on one axis (rules 1-4 of docs/semantics.md)."""
     group, local = i % dilation, i // dilation
     group_len = group_length(length, dilation, group)
     if causal:

@@ -63,7 +63,7 @@ def _na(rank, q, k, v, kernel_size, dilation, stride, is_causal, rpb, scale, bac
 
 def na1d(q, k, v, kernel_size, dilation=1, stride=1, is_causal=False, rpb=None, scale=None,
          backend="auto"):
-    """1-D neighborhood attention; q, k, v: [B, L, heads, D]. See NA_SEMANTICS.md."""
+    """1-D neighborhood attention; q, k, v: [B, L, heads, D]. See docs/semantics.md."""
     return _na(1, q, k, v, kernel_size, dilation, stride, is_causal, rpb, scale, backend)
 
 

@@ -191,9 +191,9 @@ def _cpu_forward(case: Case) -> bool:
 def _measure(case: Case, backend, context: RunContext, timed: bool) -> dict:
     inputs = make_inputs(case, context.seed)
     bound = backend.bind(case, *inputs)
-    # On the CPU a forward pass's first call is also its memory pass: its peak equalled a later
-    # call's in all 67 CPU forward pairs of kernel-sizes (K = 3, 15, 31), smoke and dtypes, and
-    # the profiler's allocation events cost microseconds, so the call is not made twice (NATTEN's
+    # On the CPU a forward pass's first call is also its memory pass: its peak equals a later
+    # call's (checked on 67 CPU forward pairs of kernel-sizes, smoke and dtypes) and the
+    # profiler's allocation events cost microseconds, so the call is not made twice (NATTEN's
     # CPU path: ~1 s a pair). CUDA (workspaces allocated on a first use) and backward passes
     # (whose timed call differs from the first) keep a memory pass of their own.
     memory_first = timed and _cpu_forward(case)
@@ -218,15 +218,15 @@ def _measure(case: Case, backend, context: RunContext, timed: bool) -> dict:
     # A probe call: one slower than the whole sampling budget is reported from that one clean
     # sample as a timeout instead of being sampled. It follows the first call (and the memory
     # pass, where that is a call of its own), so when a call is at least as long as the warm-up
-    # the probe was taken warm and is the round's first sample (NATTEN's CPU path, ~1 s a call,
-    # no longer pays for a call it drops). With the run's allocator thresholds pinned a pair's
-    # second call was as fast as its third (call / median of calls 4-9, medians per backend over
-    # 10 binds of natten, torch, swin, natten-unfused: 0.99-1.07 against 1.00-1.05).
+    # the probe was taken warm and is the round's first sample: a slow call is not made once
+    # more only to be dropped. With the run's allocator thresholds pinned a pair's second call is
+    # as fast as its third (call / median of calls 4-9: 0.99-1.07 against 1.00-1.05, medians per
+    # backend over 10 binds).
     probe, result["retaken_s"] = _steady_call(sampler)
     # What a call costs, for the timeout and the rounds: the faster of the probe and a forward
     # pass's first call (the same call; a backward pass's first call is its forward alone). The
-    # machine's noise only adds time: a 2.8 s probe among NATTEN's 0.8-1.4 s calls gave its pair
-    # one round of three, and a probe over the budget made a timeout row of a pair that fits.
+    # machine's noise only adds time, so one slow probe must not cost a pair its rounds, or make
+    # a timeout row of a pair that fits.
     cost = min(probe, first_call_s) if case.pass_ == "fwd" else probe
     if cost > policy.max_time_s:
         result.update(_timing_fields([[probe]], "timeout", case, backend.op, context))
@@ -248,9 +248,8 @@ def time_again(point: Point, backend_name: str, context: RunContext, planned: in
 
     On the CPU the forward pass's call after binding is made by the sampler, and when it is at
     least as long as the warm-up it is the round's first sample, as the probe is in round 0: in
-    later rounds such a call was no slower than the calls after it (first call / median of the
-    next four, medians over 6 rounds of 9 pairs of 4 ms to 1.1 s: 0.95-1.07, as the second call
-    is to the rest). Passes with a backward first build a graph, and a CUDA call is timed with
+    later rounds such a call is no slower than the calls after it (first call / median of the
+    next four: 0.95-1.07 over pairs of 4 ms to 1.1 s, as the second call is to the rest). Passes with a backward first build a graph, and a CUDA call is timed with
     events and a flushed L2: their first call stays an untimed warm-up."""
     case, backend = point.case, get_backend(backend_name)
     policy = context.policy.for_backend(backend_name)
@@ -282,13 +281,11 @@ def _steady_call(sampler) -> tuple[float, list[float]]:
     """One call to take as a sample without a warm-up (a round's probe, or its first call), and
     the calls set aside before it: a call that faulted in _FRESH_PAGES or more ran while the heap
     grew to a new high-water mark, which a steady loop has behind it. The kernel maps and zeroes
-    each such page (~15 us a 4 KiB page on the 2-vCPU KVM VMs, 50-65 us on a busy host):
-    NATTEN's CPU path, 0.7 s a call, took 0.96-3.7 s on calls that faulted in 75-833 MiB, through
-    the first minute of a run (other pairs' allocations split the heap's free space, so it grows
-    in steps, and a call after one that grew it may grow it again: torch at K = 31 faulted in 176
-    then 68 MiB in its first two calls). Up to _RETAKES calls are set aside; the call after them
-    is kept however many pages it faults in (a backend that faults on every call pays that in
-    every sample)."""
+    each such page (15 us or more a 4 KiB page on a small VM: NATTEN's 0.7 s CPU call takes up to
+    3.7 s when it faults in hundreds of MiB). Other pairs' allocations split the heap's free
+    space, so it grows in steps through the first minute of a run, and a call after one that grew
+    it may grow it again. Up to _RETAKES calls are set aside; the call after them is kept however
+    many pages it faults in (a backend that faults on every call pays that in every sample)."""
     set_aside = []
     while True:
         before = _minor_faults()

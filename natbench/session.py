@@ -145,9 +145,9 @@ def first_rounds(pairs: list[tuple[Point, str]], policy: TimingPolicy) -> dict[t
     """The round in which a pair is first measured, for the pairs not measured first in round 0:
     those of a backend whose policy gives it fewer rounds than the run (natten-lib in
     kernel-sizes, ~1 s a call), spread evenly over the rounds its span (round_span) leaves to
-    start in. In round 0 they made it half of the run (natten-lib's 15 pairs took 60 s of 105 s),
-    so that every other pair's later rounds were squeezed into the second half. From the suite's
-    pairs, not what is left of them: a resumed run keeps them."""
+    start in. All started in round 0, such slow pairs would fill the first half of the run and
+    squeeze every other pair's later rounds into the second. From the suite's pairs, not what is
+    left of them: a resumed run keeps them."""
     own = {backend: policy.for_backend(backend).rounds for _, backend in pairs}
     spread: dict[str, list[str]] = {}
     for point, backend in pairs:
@@ -163,8 +163,8 @@ def round_span(own: int, total: int) -> int:
     run's `total` rounds: all of the run for a backend of every round; for fewer, the run less
     about one spacing of its rounds, so that its pairs start in that many rounds (loading the
     run's rounds evenly) and each pair's rounds lie equally far apart. Spread over every round
-    that left room to end in the last, as they were, late starters took their calls one round
-    apart (natten-lib in kernel-sizes: rounds 5, 6, 7) and every pair ended in round 7."""
+    that leaves room to end in the last instead, late starters would take their calls one round
+    apart (rounds 5, 6, 7 of 8) and every pair would end in the last round."""
     if own >= total:
         return total - 1
     return (total - 1) - (total - 1) // own

@@ -44,8 +44,8 @@ class TimingPolicy:
     # torch's intra-op CPU threads while timing: a count, or "auto" for torch's own default (one
     # per physical core, or OMP_NUM_THREADS). 1 by default, as torch.utils.benchmark.Timer does:
     # on a 2-vCPU VM a parallel region waits for its slowest thread, so any other work on the
-    # machine stalls every call; with one thread its round medians wandered by 1-3% instead of
-    # 10-20% (README, "Threads").
+    # machine stalls every call; with one thread the round medians wander by 1-3% instead of
+    # 10-20% (docs/methodology.md).
     threads: int | str = 1
     # Per backend, other values of the fields above except threads (one count serves a whole
     # run), e.g. {"natten-lib": {"max_time_s": 2.5, "rounds": 1}}: a suite gives a backend that is

@@ -1,6 +1,6 @@
-// CPU host API of the fused backward. Apart from na_cpu.cpp so that the two build in parallel:
-// at -O3 each takes about as long as the other (28 s on the 2-core AMD EPYC VM) and together, in
-// one file, they took 46-59 s.
+// CPU host API of the fused backward. Apart from na_cpu.cpp so that the two build in parallel: at
+// -O3 each takes about as long as the other (about 30 s on a 2-core machine), so the split halves
+// the build.
 #include "na_cpu_host.h"
 
 namespace natbench {

@@ -538,8 +538,8 @@ void qk_rpb(const Geometry<R>& g, const Shape& s, const T* q, const T* k, const 
 // y[0:dim] = scale * sum over j < count of w[j] * (base + rows[j] * stride)[0:dim], the sums held
 // in registers (vectors along dim) and stored once.
 // Summed into a buffer in memory instead, one row at a time (a load and a store per key), the
-// unfused AV kernel ran 3x slower, and it and the dq of qk_rpb_backward ran 1.5-2x slower still
-// in some processes than in others (docs/reproducibility.md).
+// unfused AV kernel runs 3x slower, and it and the dq of qk_rpb_backward 1.5-2x slower still in
+// some processes than in others (docs/reproducibility.md).
 template <typename T, typename A>
 inline void weighted_rows(T* y, A scale, const T* w, const T* base, const int64_t* rows,
                           int64_t count, int64_t stride, int64_t dim) {

@@ -1,9 +1,8 @@
 // CUDA neighborhood-attention kernels (declared in na_cuda.h). float32 accumulation for every
 // dtype; the window of each query comes from the same axis_window as the CPU kernels.
 //
-// Status: correct-by-construction simple designs, compile-checked for sm_80 and sm_90 but not yet
-// run on a GPU (see README, "CUDA"):
-// - unfused (the seed v0.11 design): one thread per output element; the backward kernels add
+// Simple designs, compile-checked for sm_80 and sm_90 but not yet run on a GPU (docs/cuda.md):
+// - unfused (the NAT v0.11 extension's design): one thread per output element; the backward kernels add
 //   to keys with float atomics instead of v0.11's inverse-neighborhood gathers.
 // - fused: one warp per query, lanes split the head dim, online softmax over the window in
 //   registers. No shared-memory tiles of keys and no tensor cores yet.
@@ -105,7 +104,7 @@ __device__ inline float warp_sum(float x) {
   return x;
 }
 
-// ---- unfused: the seed v0.11 design ----
+// ---- unfused: the NAT v0.11 extension's design ----
 
 // Grid-stride loop over (item, inner) for inner in [0, inner_size): body(idx, item, inner, it, w)
 // with the item's (b, h, n) and its window. idx is the flat index into [B, H, N, inner_size].

@@ -1,4 +1,4 @@
-// Neighborhood geometry of NA_SEMANTICS.md, shared by every kernel: for one query, the keys it
+// Neighborhood geometry of docs/semantics.md, shared by every kernel: for one query, the keys it
 // attends (row-major flat token indices) and the NAT bias-table index of each.
 #pragma once
 

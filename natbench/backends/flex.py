@@ -1,14 +1,15 @@
 """flex: neighborhood attention as a FlexAttention block mask, compiled with torch.compile.
 
-The mask_mod computes NA_SEMANTICS.md's window rules per axis in tensor arithmetic; NAT's RPB is a score_mod reading the bias table (its indices are
-clamped because FlexAttention also evaluates score_mod on masked entries of partial blocks).
+The mask_mod computes the window rules of docs/semantics.md per axis in tensor arithmetic; NAT's
+RPB is a score_mod reading the bias table (its indices are clamped because FlexAttention also
+evaluates score_mod on masked entries of partial blocks).
 Block masks are cached per geometry; the compiled kernel is cached by torch.compile per shape.
 The first call of a shape compiles: a run makes it before measuring (runner.compile_ahead) and
 records its time as the row's `compile_s`.
 
 The mask_mod takes the kernel size as a 0-d tensor it captures, not as a Python int: torch.compile
 makes a captured int a constant of the kernel and recompiles for every value (5-6 s each on a
-2-core CPU: a kernel-size sweep spent most of its time compiling), while a captured tensor is an
+2-core CPU), while a captured tensor is an
 input, so one compiled kernel serves every kernel size of a shape (on the CPU its latency matched
 the int-specialized kernel's within 2% at K = 3..31). Dilation, stride and the RPB score_mod's
 kernel size stay ints: a case with RPB, or a new dilation or stride, still compiles once per value.
@@ -57,7 +58,7 @@ def _axes(geometry: NAGeometry, kernel_device=None):
 
 
 def _window(qa, length, kernel, dilation, stride, causal):
-    """NA_SEMANTICS rules 1-4 as tensor arithmetic on query coordinates `qa`.
+    """The window rules 1-4 of docs/semantics.md as tensor arithmetic on query coordinates `qa`.
 
     The terms that are constant for dilation 1 or stride 1 are left out in Python, not traced:
     every extra integer op in the mask runs for every element of every partial block, and the

@@ -6,7 +6,7 @@ function (shapes only, so torch.compile can trace it), an autograd formula and a
 
 - natten: the fused design: online softmax per query over its window, no [N, Kn] matrix kept;
   backward recomputes probabilities from the saved log-sum-exp.
-- natten-unfused: the seed v0.11 extension's design: QK+RPB -> softmax -> AV, each a kernel (the
+- natten-unfused: the original NAT extension's (v0.11) design: QK+RPB -> softmax -> AV, each a kernel (the
   softmax is torch's), with their backward kernels.
 """
 
@@ -108,7 +108,7 @@ def _register() -> None:
 
     torch.library.register_autograd("natbench::na_av", av_backward, setup_context=av_setup)
 
-    # FLOP formulas: the convention of NA_SEMANTICS.md; each backward is twice its forward.
+    # FLOP formulas: the convention of docs/semantics.md; each backward is twice its forward.
     @register_flop_formula(ops.na_fused_forward)
     def _(q_shape, k_shape, v_shape, rpb_shape, kernel_size, dilation, stride, is_causal, scale,
           out_shape=None, **kwargs):
@@ -193,7 +193,7 @@ class NattenBackend(Backend):
 
 class NattenUnfusedBackend(NattenBackend):
     name = "natten-unfused"
-    summary = ("natbench's compiled kernels in the seed v0.11 design: QK+RPB kernel, torch "
+    summary = ("natbench's compiled kernels in the NAT v0.11 design: QK+RPB kernel, torch "
                "softmax, AV kernel (an [N, Kn] attention matrix in memory), with backward kernels.")
     cuda_max_head_dim = None
 

@@ -3,7 +3,7 @@
 Queries are cut into tiles: per axis, up to `TILE` consecutive queries of one dilation group.
 Because a query's window moves by at most one key per query, a tile's keys all lie in a region
 of at most TILE + K - 1 keys per axis (more with stride). Each tile gathers its region once and
-runs a dense [tile, region] product, masked to each query's exact key set (NA_SEMANTICS.md),
+runs a dense [tile, region] product, masked to each query's exact key set (docs/semantics.md),
 softmax, and a second product; outputs are gathered back to token order. The dense products
 do (TILE + K - 1)^r / K^r times the useful work, in exchange for large matmuls instead of
 per-query mat-vecs and no per-query copy of its keys. Index tables are cached per geometry.

@@ -97,7 +97,7 @@ def gate(baseline: Annotated[Path, typer.Option(help="The committed baseline res
          force: Annotated[bool, typer.Option(help="Gate runs from different setups.")] = False,
          out: Annotated[Optional[Path], typer.Option(help="Results file of the run made by --suite.")] = None,
          no_baseline_ok: Annotated[bool, typer.Option(help="With a --baseline directory that holds none for this machine: say so and exit 0 instead of 2 (CI on a new kind of machine).")] = False,
-         confirm: Annotated[int, typer.Option(min=0, help="With --suite: when latency regresses, run the suite this many times more (OUT-confirmN.jsonl) and gate each alike; a regression fails only if every one finds it too. Fewer false alarms, less power: see the README.")] = 0,
+         confirm: Annotated[int, typer.Option(min=0, help="With --suite: when latency regresses, run the suite this many times more (OUT-confirmN.jsonl) and gate each alike; a regression fails only if every one finds it too. Fewer false alarms, less power: see docs/gate.md.")] = 0,
          json_: options.Json = False, quiet: options.Quiet = False) -> None:
     """Fail (exit 1) on a significant slowdown, more memory, other FLOPs, a wrong answer or a lost row."""
     from natbench import store

@@ -1,4 +1,4 @@
-"""The identities of NA_SEMANTICS.md and Swin's own properties."""
+"""The identities of docs/semantics.md and Swin's own properties."""
 
 import pytest
 import torch

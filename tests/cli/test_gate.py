@@ -72,7 +72,7 @@ def test_normalize_accepts_another_machine_of_the_same_kind(cli, files, tmp_path
 
 def test_baseline_update_then_gate_a_live_run(cli, tmp_path):
     baseline = tmp_path / "base.jsonl"
-    # one thread: at the smoke suite's two, a 2-vCPU VM's noisy hour doubled this tiny call
+    # one thread: at two, other work on a 2-vCPU VM can double this tiny call
     case = ["--suite", "smoke", "--device", "cpu", "--backend", "torch", "--set", "resolution=8",
             "--set", "kernel_size=3", "--pass", "fwd", "--max-time", "0.1", "--threads", "1"]
     code, stdout, stderr = cli("baseline", "update", *case, "--repeats", "2", "--out", baseline)
@@ -94,8 +94,8 @@ def test_a_latency_regression_of_a_live_run_fails_only_if_measuring_it_again_con
             "--threads", "1", "--threshold", "latency=2.0"]
     assert cli("baseline", "update", *case[:-2], "--repeats", "1", "--out", baseline)[0] == 0
     # slow for the whole gated run (its 2 rounds bind twice), as fast as the baseline after it.
-    # 8x against a threshold of +200%: a fast rerun of these tiny calls came out +83% on a noisy
-    # host (CI, 2026-12-03), over the +50% this test had.
+    # 8x against a threshold of +200%: a fast rerun of calls this tiny can come out +83% on a
+    # noisy host, so the rerun's margin must be wide.
     monkeypatch.setattr(FlakyBackend, "slow_binds", 2)
     code, stdout, stderr = cli("gate", "--baseline", baseline, *case, "--out", tmp_path / "a.jsonl",
                                "--confirm", "1")

@@ -107,7 +107,7 @@ def test_a_slow_probe_call_does_not_decide_what_a_pairs_calls_cost(cli, tmp_path
                                                                      monkeypatch):
     # calls of 30 ms in a 0.2 s budget, but the probe (the second call) takes 0.3 s: the pair
     # still gets its 4 rounds (the faster of the first call and the probe is the cost), where
-    # the probe alone made it a timeout row; the slow probe stays a sample of round 0
+    # the probe alone would make it a timeout row; the slow probe stays a sample of round 0
     from tests.fakes import HICCUP_S, HiccupBackend
 
     row = _run_from_a_fresh_count(cli, tmp_path, monkeypatch, HiccupBackend, "0.2", 4).rows[0]
@@ -175,7 +175,7 @@ def test_first_calls_that_compile_are_made_ahead_while_the_extension_builds(cli,
     events.clear()
     assert cli("run", *FAST, "--backend", "test-compiling,torch", "--out", tmp_path / "c.jsonl")[0] == 0
     assert events == [] and store.load(tmp_path / "c.jsonl").header["prepare"]["backends"] == ["test-compiling"]
-    # without a backend that compiles there is no such phase: the header builds as before
+    # without a backend that compiles there is no such phase: the header builds the extension
     assert cli("run", *FAST, "--backend", "torch", "--out", tmp_path / "t.jsonl")[0] == 0
     assert events == [] and "prepare" not in store.load(tmp_path / "t.jsonl").header
 

@@ -1,4 +1,4 @@
-"""The per-axis semantics of NA_SEMANTICS.md, checked against hand-worked windows."""
+"""The per-axis window rules of docs/semantics.md, checked against hand-worked windows."""
 
 import itertools
 

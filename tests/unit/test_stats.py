@@ -77,8 +77,8 @@ def _agreement(rng: random.Random, rounds_a: int, rounds_b: int | None = None,
 
 
 def test_median_interval_of_the_default_rounds_agrees_between_runs_90_percent():
-    # issue 3's reproducibility criterion on a synthetic machine: two runs of the default rounds
-    # each, each run's median inside the other's CI, for at least 90% of rows
+    # on a steady synthetic machine, two runs of the default rounds each: each run's median inside
+    # the other's CI for at least 90% of rows
     assert _agreement(random.Random(7), TimingPolicy().rounds) >= 0.9
 
 
