@@ -63,6 +63,51 @@ class Sink:
             yield update
 
 
+class RunWatch:
+    """What a run shows as it goes (session.execute tells it each step): notes and a progress bar
+    on stderr, and with --json each row on stdout as it finishes."""
+
+    def __init__(self, sink: Sink):
+        self.sink = sink
+
+    def preparing(self, names: list[str], building: bool) -> None:
+        self.sink.info(f"compiling {', '.join(names)} ahead of measuring"
+                       + (", while the extension builds" if building else ""))
+
+    def starting(self, suite: str, cases: int, backends: int, device: str, rounds: int, threads: int,
+                 todo: int, path) -> None:
+        self.sink.info(f"{suite}: {cases} cases x {backends} backends on {device}, {rounds} rounds, "
+                       f"{threads_text(threads)}; {todo} to measure; results -> {path}")
+
+    def calibrating(self, device: str, dtype: str) -> None:
+        self.sink.info(f"calibrating {device} {dtype} matmul and copy bandwidth")
+
+    def progress(self, total: int):
+        return self.sink.progress(total)
+
+    def finished(self, row: dict) -> None:
+        if self.sink.json_mode:
+            self.sink.json(row)
+
+    def interrupted(self, rows: int, path, command: str) -> None:
+        self.sink.warn(f"interrupted: {rows} rows are on disk in {path}; continue with `{command}`.")
+
+
+def run_report(rows: list[dict], backends: list[str], title: str, sink: Sink) -> None:
+    """The table a run ends with, the skipped rows' reasons and the warnings about the rows."""
+    sink.table(results_table(rows, backends, title))
+    for line in skip_reasons(rows):
+        sink.info(f"  {line}")
+    for warning in (noise_warning(rows), single_sample_warning(rows), load_warning(rows),
+                    step_warning(rows)):
+        if warning:
+            sink.warn(warning)
+    wrong = [r for r in rows if r.get("check") == "fail"]
+    if wrong:
+        sink.warn(f"{len(wrong)} rows computed a wrong answer (WRONG above): their timings are "
+                  f"not results.")
+
+
 def error(message: str) -> None:
     err.print(f"[bold red]error:[/] {message}", highlight=False)
 
@@ -317,31 +362,24 @@ def summary_text(comparison) -> str:
     return (f"{comparison.b_label} / {comparison.a_label}: geometric mean {s.geomean:.3f}x "
             f"[{s.geomean_low:.3f}, {s.geomean_high:.3f}] over {s.n} cases; {s.wins} faster, "
             f"{s.losses} slower, {s.ties} no significant difference, {s.unknown} unknown; worst "
-            f"{worst.ratio:.3f}x on {case_name(worst.any_row, columns)}.")
+            f"{worst.ratio:.3f}x on {case_name(worst.any_row, columns)}{drift_text(comparison.drift)}.")
 
 
-def agreement_text(agreement) -> str:
-    """One line on how two runs agree (compare.Agreement), per backend after it."""
-    if not agreement.rows:
-        return "agreement: no row was measured in both runs."
-    backends = ", ".join(f"{b} {i}/{n}" for b, (i, n) in agreement.by_backend.items())
-    single = (f"; {agreement.single} of them have a single sample on a side (no CI: they agree "
-              f"only on equal times)") if agreement.single else ""
-    return (f"agreement: {agreement.inside} of {agreement.rows} rows ({agreement.fraction:.0%}) "
-            f"have each run's median inside the other's 95% CI ({backends}){single}. With the "
-            f"second run's median ratio to the first ({agreement.drift:.3f}x) divided out, as "
-            f"`natbench gate` does: {agreement.inside_without_drift} of {agreement.rows} "
-            f"({agreement.inside_without_drift / agreement.rows:.0%}).{_steady_text(agreement)}")
+def chance_text(calls) -> str:
+    """One line on how many rows of two runs were called faster or slower, against chance."""
+    if not calls.judged:
+        return "verdicts: no row was judged in both runs."
+    text = (f"verdicts: {calls.called} of {calls.judged} rows called faster or slower; "
+            f"{calls.expected:.1f} expected by chance alone if nothing changed (alpha 0.05).")
+    if calls.too_many:
+        text += (f" That is more than chance explains (p = {calls.p_excess:.2g}): if the two runs are "
+                 f"of the same code, this machine moves between runs more than their rounds show; "
+                 f"read their ratios within one run (`natbench compare A B`), or gate with a threshold.")
+    return text
 
 
-def _steady_text(agreement) -> str:
-    if agreement.steady is None:
-        return ""
-    over = ("" if agreement.steady_rows == agreement.rows else
-            f" (the {agreement.steady_rows} rows whose CIs come from rounds)")
-    return (f" A steady machine (rounds that are independent draws) would give "
-            f"{agreement.steady:.0%} ±{agreement.steady_sd:.0%}{over} with these rows' rounds "
-            f"(simulated; ± one standard deviation): a shortfall well beyond it is the machine's.")
+def drift_text(drift) -> str:
+    return "" if drift is None else f" ({drift.text()})"
 
 
 def comparison_table(comparison) -> Table:
@@ -417,7 +455,7 @@ def profile_reconciliation(breakdown) -> str:
 # ---- natbench gate ----
 
 _OUTCOME_STYLE = {"regression": "bold red", "unconfirmed": "magenta", "improvement": "green",
-                  "new": "yellow", "unchanged": "dim"}
+                  "new": "yellow", "unknown": "yellow", "unchanged": "dim"}
 
 
 def _finding_values(finding) -> list[str]:
@@ -437,7 +475,20 @@ def gate_verdict(result) -> str:
     return (f"gate {head}: {r} regressions{unconfirmed}, {i} improvements over {checked} rows of "
             f"{result.current_path} against {result.baseline_path}"
             f"{' (latency normalized by each run matmul calibration)' if result.normalized else ''}"
-            f"; machine drift {result.drift:.3f}x {'divided out' if result.drift != 1.0 else '(no correction)'}.")
+            f"; {gate_drift_text(result.drifts)}.")
+
+
+def gate_drift_text(drifts: dict) -> str:
+    """The drift each backend's rows were divided by, in a few words."""
+    if not drifts:
+        return "no drift correction"
+    factors = sorted(d.factor for d in drifts.values())
+    span = f"{factors[0]:.3f}x" if factors[0] == factors[-1] else f"{factors[0]:.3f}-{factors[-1]:.3f}x"
+    sources = ", ".join(sorted({"the other backends" if d.source == "other backends" else d.source
+                                for d in drifts.values()}))
+    bounded = [b for b, d in drifts.items() if d.unbounded is not None]
+    bound = f"; bounded by the calibration for {', '.join(bounded)}" if bounded else ""
+    return f"drift {span} divided out (from {sources}{bound})"
 
 
 def gate_table(result) -> Table:
@@ -456,7 +507,7 @@ def gate_table(result) -> Table:
 
 
 def gate_markdown(result) -> str:
-    lines = [f"## natbench gate", "", gate_verdict(result), ""]
+    lines = ["## natbench gate", "", gate_verdict(result), ""]
     if result.changed:
         lines += ["| backend | case | metric | outcome | baseline | current | change | why |",
                   "|---|---|---|---|---|---|---|---|"]

@@ -1,27 +1,28 @@
 """The regression gate: a current run against a committed baseline, case by case and backend by
-backend. Pure bookkeeping over loaded results (rendering is in console.py).
+backend. Pure bookkeeping over loaded results (rendering is in console.py). A policy over the one
+decision rule of verdict.py: the pairing, the test and the drift estimate are its.
 
 Rules (each finding names its row):
-- latency regresses when the current median is more than the threshold above the baseline's
-  AND a two-sided Mann-Whitney U test on the kept samples says the difference is significant
-  (alpha 0.05; asv's rule) AND every round of the current row (rounds are spread over the whole
-  run) is itself above the threshold: an episode of the machine that slows one round is noise,
-  a slower kernel is slower in every round. The threshold of a row is never below the spread the baseline saw
-  between its own repeats (`natbench baseline update` records it), so a baseline's noise cannot
-  fail a change. Faster by as much is reported as an improvement and never fails.
-- drift correction (on by default): a shared machine drifts as a whole (on a 2-core VM whole
-  runs of unchanged code come out 10-30% slower than their baseline, every row alike). The run's drift factor is the median over its rows of current / baseline median;
-  each row is judged on its latency divided by that factor. A regression in one backend or a few
-  cases stands out; a uniform machine slowdown cancels. Its limit: a change that slows most rows
-  by the same factor looks like drift; gate with --no-correct-drift on a quiet dedicated machine
-  to catch that. Below DRIFT_MIN_ROWS rows there is no correction.
+- latency regresses when `verdict.decide` calls the current row slower than the baseline's (Welch's
+  t on their log round medians, alpha 0.05) AND the ratio is more than the threshold above 1 AND
+  every round of the current row (rounds are spread over the whole run) is itself above the
+  threshold: an episode of the machine that slows one round is noise, a slower kernel is slower in
+  every round. The threshold of a row is never below the spread the baseline saw between its own
+  repeats (`natbench baseline update` records it), so a baseline's noise cannot fail a change.
+  Faster by as much is reported as an improvement and never fails.
+- drift correction (on by default): a shared machine drifts as a whole between runs (whole runs
+  of unchanged code come out 10-30% slower than their baseline on a 2-core VM, every row alike).
+  A backend's rows are divided by its drift (`verdict.drift_factors`): the median ratio of the
+  other backends' rows, bounded by the runs' matmul calibration; with no other backend, the
+  calibration. A backend's own slowdown never divides itself out, and a change that slows every
+  backend alike is bounded by the calibration.
 - `normalize`: each run's latencies are multiplied by its own calibrated matmul FLOP/s for the
   row's device and dtype (time in units of "matmuls of this machine"), so a baseline from one
   machine can gate another of the same kind. It cancels a uniformly faster or slower machine; it
   cannot cancel a different memory system, core count or microarchitecture.
 - confirmation (`natbench gate --suite --confirm N`, off by default): when a run the gate made has
   latency regressions, the suite runs N times more and each run is gated alike (its own drift
-  factor and calibration); a regression stands only if every one of them finds it too, and is
+  factors and calibration); a regression stands only if every one of them finds it too, and is
   otherwise `unconfirmed`, listed and not failed. A machine's slow state can outlast a whole
   gate run (one smoke gate of unchanged code had torch fwdbwd at 16x16 +30-43% in all three
   rounds, the ten gates after it within the threshold); a slower kernel is slower in every run.
@@ -37,10 +38,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from natbench.errors import ResultsError
-from natbench.stats import latency_fields, mann_whitney_p, quantile
-
-ALPHA = 0.05
-DRIFT_MIN_ROWS = 4  # fewer ok row pairs than this: no drift correction (it would cancel them all)
+from natbench.stats import latency_fields
+from natbench.verdict import SLOWER, FASTER, UNKNOWN, Drift, calibration_ratio, decide, drift_factors
 
 
 @dataclass(frozen=True)
@@ -73,7 +72,7 @@ class Finding:
     case_key: str
     backend: str
     metric: str  # latency, memory, flops, correctness, status, missing
-    outcome: str  # regression, improvement, unchanged, new, unconfirmed (see confirm)
+    outcome: str  # regression, improvement, unchanged, unknown, new, unconfirmed (see confirm)
     baseline: float | str | None
     current: float | str | None
     change: float | None  # current / baseline - 1
@@ -91,7 +90,7 @@ class GateResult:
     baseline_path: str
     current_path: str
     normalized: bool
-    drift: float = 1.0  # the factor current latencies were divided by (1.0: no correction)
+    drifts: dict[str, Drift] = field(default_factory=dict)  # per backend; empty: no correction
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -112,7 +111,8 @@ class GateResult:
 
     def to_record(self) -> dict:
         return {"baseline": self.baseline_path, "current": self.current_path,
-                "normalized": self.normalized, "drift": self.drift, "passed": not self.regressions,
+                "normalized": self.normalized,
+                "drift": {b: asdict(d) for b, d in self.drifts.items()}, "passed": not self.regressions,
                 "regressions": len(self.regressions), "improvements": len(self.improvements),
                 "unconfirmed": len(self.unconfirmed),
                 "findings": [asdict(f) for f in self.findings]}
@@ -130,42 +130,37 @@ def _scale(results, row: dict, normalize: bool) -> float:
     return calibration["matmul_flops_per_s"]
 
 
-def drift_factor(pairs, baseline, current, normalize: bool) -> float:
-    """Median over the (baseline, current) ok row pairs of current / baseline median latency."""
-    ratios = sorted(cur["latency_ms_median"] * _scale(current, cur, normalize)
-                    / (base["latency_ms_median"] * _scale(baseline, base, normalize))
-                    for base, cur in pairs)
-    return quantile(ratios, 0.5) if ratios else 1.0
+def _units(baseline, current, base_row: dict, cur_row: dict, normalize: bool) -> float:
+    """What a current / baseline latency ratio is multiplied by to be in the gate's units: 1, or
+    the ratio of the runs' matmul rates when normalizing."""
+    return _scale(current, cur_row, normalize) / _scale(baseline, base_row, normalize)
 
 
-def _latency(key, backend, base_row, cur_row, baseline, current, thresholds, normalize,
-             drift: float) -> Finding:
-    a_scale, b_scale = _scale(baseline, base_row, normalize), _scale(current, cur_row, normalize)
-    a = [s * a_scale for s in base_row["samples_s"]]
-    b = [s * b_scale / drift for s in cur_row["samples_s"]]
-    a_median, b_median = quantile(a, 0.5), quantile(b, 0.5)
-    change = b_median / a_median - 1
+def _latency(key, backend, base_row, cur_row, thresholds, normalize, units: float,
+             drift: Drift | None) -> Finding:
+    factor = (drift.factor if drift else 1.0) / units
+    d = decide(base_row, cur_row, b_factor=factor)
     repeats = base_row.get("repeat_medians_ms") or []
     noise = max(repeats) / min(repeats) - 1 if len(repeats) > 1 else 0.0
     threshold = max(thresholds.latency, noise)
-    p = mann_whitney_p(a, b)
-    significant = p < ALPHA
-    rounds = [m * b_scale / drift / (a_median * 1e3) - 1 for m in cur_row.get("round_medians_ms") or []]
-    every_round_slower = all(r > threshold for r in rounds)
-    every_round_faster = all(r < -threshold for r in rounds)
-    unit = ("normalized " if normalize else "") + (f"drift-corrected (/{drift:.3f}) " if drift != 1.0 else "")
-    words = (f"{unit}median {change:+.1%} (threshold {threshold:.0%}"
-             f"{', raised to the baseline repeats spread' if noise > thresholds.latency else ''}; "
-             f"Mann-Whitney p = {p:.2g}"
-             f"{'; rounds ' + ', '.join(f'{r:+.0%}' for r in rounds) if rounds else ''})")
-    if change > threshold and significant and every_round_slower:
+    if d.verdict == UNKNOWN:
+        return Finding(key, backend, "latency", "unknown", base_row["latency_ms_median"],
+                       cur_row["latency_ms_median"], None, threshold, None, f"no verdict: {d.reason}")
+    change = d.ratio - 1
+    rounds = [m / factor / base_row["latency_ms_median"] - 1 for m in cur_row["round_medians_ms"]]
+    unit = ("normalized " if normalize else "") + (f"/{drift.factor:.3f} drift " if drift else "")
+    words = (f"{unit}{change:+.1%} [{d.ratio_low - 1:+.1%}, {d.ratio_high - 1:+.1%}] (threshold "
+             f"{threshold:.0%}{', raised to the baseline repeats spread' if noise > thresholds.latency else ''}; "
+             f"{d.test} p = {d.p_value:.2g} on {d.rounds[0]} and {d.rounds[1]} rounds; rounds "
+             f"{', '.join(f'{r:+.0%}' for r in rounds)})")
+    if d.verdict == SLOWER and change > threshold and all(r > threshold for r in rounds):
         outcome = "regression"
-    elif change < -threshold and significant and every_round_faster:
+    elif d.verdict == FASTER and change < -threshold and all(r < -threshold for r in rounds):
         outcome = "improvement"
     else:
         outcome = "unchanged"
     return Finding(key, backend, "latency", outcome, base_row["latency_ms_median"],
-                   cur_row["latency_ms_median"], change, threshold, p, words)
+                   cur_row["latency_ms_median"], change, threshold, d.p_value, words)
 
 
 def _deterministic(key, backend, metric, base_value, cur_value, threshold) -> Finding | None:
@@ -187,11 +182,18 @@ def gate(baseline, current, thresholds: Thresholds, normalize: bool = False,
     """All findings of the current results against the baseline results (both loaded)."""
     base_rows = {(r["case_key"], r["backend"]): r for r in baseline.rows}
     cur_rows = {(r["case_key"], r["backend"]): r for r in current.rows}
-    ok_pairs = [(b, cur_rows[k]) for k, b in base_rows.items() if b["status"] == "ok"
-                and k in cur_rows and cur_rows[k]["status"] == "ok"]
-    correct = correct_drift and len(ok_pairs) >= DRIFT_MIN_ROWS
-    drift = drift_factor(ok_pairs, baseline, current, normalize) if correct else 1.0
-    result = GateResult(str(baseline.path), str(current.path), normalize, drift)
+    usable = {k: (b, cur_rows[k]) for k, b in base_rows.items() if b["status"] == "ok" and
+              k in cur_rows and cur_rows[k]["status"] == "ok" and cur_rows[k].get("check") != "fail"}
+    units = {k: _units(baseline, current, b, c, normalize) for k, (b, c) in usable.items()}
+    drifts = {}
+    if correct_drift:
+        ratios: dict[str, list[float]] = {}
+        for k, (b, c) in usable.items():
+            ratios.setdefault(k[1], []).append(c["latency_ms_median"] / b["latency_ms_median"] * units[k])
+        machine = 1.0 if normalize else calibration_ratio(baseline.calibrations, current.calibrations,
+                                                          baseline.probes, current.probes)
+        drifts = drift_factors(ratios, machine)
+    result = GateResult(str(baseline.path), str(current.path), normalize, drifts)
     add = result.findings.append
     for (key, backend), base in base_rows.items():
         cur = cur_rows.get((key, backend))
@@ -210,7 +212,9 @@ def gate(baseline, current, thresholds: Thresholds, normalize: bool = False,
             add(Finding(key, backend, "status", "regression", "ok", cur["status"], None, None, None,
                         f"was ok, now {cur['status']}: {cur.get('reason')}"))
             continue
-        add(_latency(key, backend, base, cur, baseline, current, thresholds, normalize, drift))
+        add(_latency(key, backend, base, cur, thresholds, normalize,
+                     units.get((key, backend), _units(baseline, current, base, cur, normalize)),
+                     drifts.get(backend)))
         for metric, field_name, threshold in (("memory", "peak_memory_bytes", thresholds.memory),
                                               ("flops", "flops", thresholds.flops)):
             finding = _deterministic(key, backend, metric, base.get(field_name), cur.get(field_name), threshold)
@@ -244,7 +248,8 @@ def confirm(result: GateResult, again: list[GateResult]) -> None:
 def merge_repeats(repeats: list) -> tuple[dict, list[dict], list[dict]]:
     """(header, calibrations, rows) of a baseline from several runs of one suite: per row the
     samples of every repeat pooled (one weight per repeat), the CI spanning the repeats' CIs,
-    and `repeat_medians_ms` (the spread the gate uses as the row's noise floor)."""
+    the round medians of every repeat (each an independent draw, for the decision rule) and
+    `repeat_medians_ms` (the spread the gate uses as the row's noise floor)."""
     first = repeats[0]
     rows = []
     for row in first.rows:
@@ -255,6 +260,8 @@ def merge_repeats(repeats: list) -> tuple[dict, list[dict], list[dict]]:
             ci = (min(r["latency_ms_ci_low"] for r in same) * 1e-3, max(r["latency_ms_ci_high"] for r in same) * 1e-3)
             merged.update(latency_fields([r["samples_s"] for r in same], ci),
                           repeat_medians_ms=[r["latency_ms_median"] for r in same],
+                          round_medians_ms=[m for r in same for m in r.get("round_medians_ms") or []],
+                          rounds=sum(r.get("rounds") or 0 for r in same), round_indices=None,
                           peak_memory_bytes=max(r["peak_memory_bytes"] for r in same))
             merged["tflops"] = merged["flops"] / (merged["latency_ms_median"] * 1e-3) / 1e12
             if row.get("pct_of_peak") is not None:

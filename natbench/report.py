@@ -9,8 +9,8 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
-from natbench.compare import Comparison, agreement, compare_backends, compare_runs
-from natbench.console import (agreement_text, case_columns, case_name, comparison_cells, latency_text,
+from natbench.compare import Comparison, calls_by_chance, compare_backends, compare_runs
+from natbench.console import (case_columns, case_name, chance_text, comparison_cells, latency_text,
                               summary_text, verdict_text)
 from natbench.plot import METRICS, default_x, metric_figures, roofline_figures, tagged_rows
 
@@ -115,7 +115,9 @@ def build_report(results_list, baseline: str | None = None) -> str:
     """The HTML text of the report of one or more loaded results files."""
     parts = [f"<h1>natbench report</h1><p>{_e(', '.join(r.path.name for r in results_list))}; "
              f"written {datetime.now():%Y-%m-%d %H:%M}. Ratios are B/A: below 1, B is faster. A verdict "
-             f"needs a significant Mann-Whitney U test (p &lt; 0.05) and a ratio CI that excludes 1.</p>"]
+             f"needs a t test on the rows' round medians at p &lt; 0.05 (paired by round within a run; "
+             f"across runs, after the drift of the other backends is divided out): its ratio CI then "
+             f"excludes 1.</p>"]
     for results in results_list:
         parts.append(_header_section(results))
         parts.append(_results_section(results))
@@ -127,9 +129,9 @@ def build_report(results_list, baseline: str | None = None) -> str:
             parts += [_comparison_section(c) for c in compare_backends(results.rows, base, others)]
     if len(results_list) == 2:
         a, b = results_list
-        runs = compare_runs(a.rows, b.rows, a.path.name, b.path.name)
+        runs = compare_runs(a, b, a.path.name, b.path.name)
         parts.append(f"<h2>{_e(b.path.name)} against {_e(a.path.name)}</h2>"
-                     f"<p class=summary>{_e(agreement_text(agreement(runs)))}</p>")
+                     f"<p class=summary>{_e(chance_text(calls_by_chance(runs)))}</p>")
         parts += [_comparison_section(c) for c in runs]
     rows, calibrations = tagged_rows(results_list)
     parts.append("<h2>Figures</h2>" + _figures(rows, calibrations))

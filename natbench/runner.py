@@ -20,6 +20,7 @@ from natbench.case import Case
 from natbench.dtypes import tolerance, torch_dtype
 from natbench.errors import InvalidProblemError
 from natbench.memory import peak_bytes
+from natbench.schedule import rounds_for
 from natbench.stats import latency_fields, median_interval, quantile
 from natbench.suite import Point
 from natbench.timing import TimingPolicy, sample_adaptively, sampler_for
@@ -233,7 +234,7 @@ def _measure(case: Case, backend, context: RunContext, timed: bool) -> dict:
         result.update(status="timeout", reason=f"one call took {probe:.2f} s, over the "
                       f"{policy.max_time_s:g} s budget; raise --max-time to measure it fully")
         return result
-    planned = policy.rounds_for(cost)
+    planned = rounds_for(policy, cost)
     round_policy = policy.per_round(planned, warm_call_s=probe)
     timing = sample_adaptively(sampler, round_policy,
                                taken=[probe] if round_policy.warmup_s == 0 else [])
@@ -333,7 +334,7 @@ def merge_rounds(rounds: list[dict], context: RunContext) -> dict:
     median, low, high, method = median_interval(draws)
     row.update(_timing_fields(samples, stop, case, first["op"], context, (low, high), median),
                ci_method=f"{over}/{method}", rounds=len(rounds),
-               round_medians_ms=[m * 1e3 for m in medians])
+               round_medians_ms=[m * 1e3 for m in medians], round_indices=[r["round"] for r in rounds])
     return row
 
 

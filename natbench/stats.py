@@ -7,7 +7,6 @@ habit); nothing here rounds or converts units.
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -84,22 +83,6 @@ def median_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[
     return middle, min(math.exp(mean - half), middle), max(math.exp(mean + half), middle), "log-t"
 
 
-@lru_cache(maxsize=None)
-def steady_agreement(rounds_a: int, rounds_b: int, trials: int = 4000) -> float:
-    """How often two runs of a row, of `rounds_a` and `rounds_b` rounds, would have each median
-    inside the other's CI (median_interval) on a steady machine: one whose rounds are independent
-    draws of one distribution. Simulated with a fixed seed on log-normal rounds; the order
-    statistics of 6 or more rounds make it distribution-free there. About 92% for 8 and 8, 76-87%
-    for 3-7: what `compare`'s agreement is to be read against."""
-    rng = random.Random(0)
-    agree = 0
-    for _ in range(trials):
-        a, b = (median_interval([math.exp(rng.gauss(0.0, 0.1)) for _ in range(n)])
-                for n in (rounds_a, rounds_b))
-        agree += a[1] <= b[0] <= a[2] and b[1] <= a[0] <= b[2]
-    return agree / trials
-
-
 @dataclass(frozen=True)
 class Summary:
     n: int
@@ -157,13 +140,3 @@ def latency_fields(groups: Sequence[Sequence[float]], ci: tuple[float, float] | 
         "latency_ms_p90": summary.p90 * 1e3, "latency_ms_iqr": summary.iqr * 1e3,
         "latency_ms_ci_low": ci_low * 1e3, "latency_ms_ci_high": ci_high * 1e3,
     }
-
-
-def mann_whitney_p(a: Sequence[float], b: Sequence[float]) -> float:
-    """Two-sided p-value of the Mann-Whitney U test that a and b come from one distribution
-    (asv's test for a changed benchmark). 1.0 when either side has fewer than 2 samples."""
-    if len(a) < 2 or len(b) < 2:
-        return 1.0
-    from scipy.stats import mannwhitneyu
-
-    return float(mannwhitneyu(a, b, alternative="two-sided").pvalue)

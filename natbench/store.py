@@ -28,6 +28,7 @@ class Results:
     header: dict
     rows: list[dict] = field(default_factory=list)
     calibrations: list[dict] = field(default_factory=list)
+    probes: list[dict] = field(default_factory=list)  # a matmul probe per round (calibrate.probe)
     rounds: list[dict] = field(default_factory=list)
     torn_lines: int = 0
 
@@ -75,6 +76,8 @@ def load(path: str | Path) -> Results:
             results.rows.append(record)
         elif kind == "calibration":
             results.calibrations.append(record)
+        elif kind == "probe":
+            results.probes.append(record)
         elif kind == "round":
             results.rounds.append(record)
     return results

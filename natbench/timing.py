@@ -30,16 +30,14 @@ class TimingPolicy:
     noise_target: float = 0.02
     # Each pair is measured in this many rounds spread over the whole run (see session.py), the
     # time budgets above split across them. The rounds are a row's independent draws of the
-    # machine's state, and its CI comes from their medians (stats.median_interval): with 8 it is
-    # their full range (99.2% coverage), wide enough that two runs' medians fall in each other's
-    # CI for over 90% of rows when rounds are independent (an exact 95% CI would give ~83%);
-    # tests/unit/test_stats.py checks both on synthetic rounds.
+    # machine's state: its CI comes from their medians (stats.median_interval; with 8, their
+    # full range, 99.2% coverage), and so does every verdict (verdict.py).
     rounds: int = 8
     # The fewest rounds a pair gets when one call in each of the run's rounds would overrun
     # max_time_s: its budget grows to that many one-call rounds (a call slower than max_time_s
-    # is still a timeout). 1 by default: such a pair gets the rounds that fit. Rows of 3-7
-    # rounds agree between runs less often than rows of 8 (stats.steady_agreement: 76-87%
-    # against 92% on a steady machine), so a suite whose slow pairs are cheap enough raises it.
+    # is still a timeout). 1 by default: such a pair gets the rounds that fit. A t test on 3
+    # rounds has 2 degrees of freedom and little power, so a suite whose slow pairs are cheap
+    # enough raises it.
     min_rounds: int = 1
     # torch's intra-op CPU threads while timing: a count, or "auto" for torch's own default (one
     # per physical core, or OMP_NUM_THREADS). 1 by default, as torch.utils.benchmark.Timer does:
@@ -76,14 +74,6 @@ class TimingPolicy:
         """The policy of one backend: this one with its values from `backends`, and no
         `backends` of its own (a backend's rounds checked against a later round's 1 would fail)."""
         return replace(self, **self.backends.get(name, {}), backends={})
-
-    def rounds_for(self, call_s: float) -> int:
-        """The rounds a pair whose one call takes `call_s` gets: every round, unless one sample
-        per round would overrun max_time_s (the hard budget); then as many as fit, at least
-        min_rounds (and 1)."""
-        if call_s <= 0:
-            return self.rounds
-        return max(1, min(self.rounds, max(self.min_rounds, int(self.max_time_s // call_s))))
 
     def per_round(self, rounds: int | None = None, warm_call_s: float = 0.0) -> TimingPolicy:
         """The policy of one of `rounds` rounds (default: all of them). `warm_call_s`: an untimed

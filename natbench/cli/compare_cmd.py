@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Optional
@@ -20,14 +21,15 @@ def compare(targets: Annotated[list[str], typer.Argument(help="Backends (the fir
             threads: options.Threads = None,
             force: Annotated[bool, typer.Option(help="Compare results files recorded on different setups.")] = False,
             markdown: Annotated[bool, typer.Option("--markdown", help="Print Markdown tables, for a pull request.")] = False,
+            correct_drift: Annotated[bool, typer.Option(help="Two results files: divide each backend's second-run latencies by the drift of the other backends, bounded by the calibration (docs/methodology.md).")] = True,
             json_: options.Json = False, quiet: options.Quiet = False) -> None:
     """Compare B, C, ... against A case by case: ratio with its CI, memory, TFLOP/s, verdict."""
     from natbench import store
-    from natbench.compare import agreement, compare_backends, compare_runs, machine_shift
-    from natbench.console import Sink, agreement_text, comparison_markdown, comparison_table, summary_text
+    from natbench.compare import calls_by_chance, compare_backends, compare_runs
+    from natbench.console import RunWatch, Sink, chance_text, comparison_markdown, comparison_table, summary_text
 
     sink = Sink(json_, quiet)
-    agreed = None  # two results files: how their rows agree
+    calls = None  # two results files: how many rows were called against chance
     files = [t for t in targets if t.endswith(".jsonl") or Path(t).is_file()]
     if files and len(files) != len(targets):
         raise SuiteError(f"compare takes backends or results files, not both: got {targets}.")
@@ -42,15 +44,8 @@ def compare(targets: Annotated[list[str], typer.Argument(help="Backends (the fir
         for line in differ:
             sink.warn(f"setups differ ({line}): ratios mix the machines with the code.")
         a_name, b_name = (a.path.name, b.path.name) if a.path.name != b.path.name else (str(a.path), str(b.path))
-        comparisons = compare_runs(a.rows, b.rows, a_name, b_name)
-        agreed = agreement(comparisons)
-        shift = machine_shift(comparisons)
-        if shift:
-            moved, compared, low, high = shift
-            sink.warn(f"{moved} of {compared} backends moved, all the same way ({low:.3f}x to "
-                      f"{high:.3f}x; the others within their CI): likely a shift of the whole "
-                      f"machine between the runs, not the code. `natbench gate` divides such a "
-                      f"drift out.")
+        comparisons = compare_runs(a, b, a_name, b_name, correct_drift)
+        calls = calls_by_chance(comparisons)
     else:
         if len(targets) < 2:
             raise SuiteError(f"compare needs at least two backends (baseline first), got {targets}; "
@@ -64,16 +59,16 @@ def compare(targets: Annotated[list[str], typer.Argument(help="Backends (the fir
                                      f"{datetime.now():%Y%m%d-%H%M%S}.jsonl")
         rows = execute(suite_obj, points, names, device_name, path, False,
                        options.policy(suite_obj, device_name, max_time, rounds, threads),
-                       Sink(False, quiet or json_), show_table=False)
+                       RunWatch(Sink(False, quiet or json_)))
         comparisons = compare_backends(rows, names[0], names[1:])
     if json_:
         sink.json({"comparisons": [c.to_record() for c in comparisons],
-                   **({"agreement": agreed.to_record()} if agreed else {})})
+                   **({"chance_calls": asdict(calls) | {"too_many": calls.too_many}} if calls else {})})
     elif markdown:
         typer.echo("\n".join(comparison_markdown(c) for c in comparisons))
     else:
         for comparison in comparisons:
             sink.table(comparison_table(comparison))
             typer.echo(summary_text(comparison))
-    if agreed and not json_:
-        typer.echo(f"\n{agreement_text(agreed)}")
+    if calls and not json_:
+        typer.echo(f"\n{chance_text(calls)}")

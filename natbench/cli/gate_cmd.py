@@ -20,13 +20,12 @@ Thresholds = Annotated[Optional[list[str]], typer.Option("--threshold", help="ME
 
 def _run(suite: str, backend, device, dtype, pass_, set_, max_time, rounds, threads, out: Path,
          quiet: bool):
-    from natbench.console import Sink
+    from natbench.console import RunWatch, Sink
     from natbench.session import execute
 
     suite_obj, points, names, device_name = options.plan(suite, backend, device, dtype, pass_, set_)
     execute(suite_obj, points, names, device_name, out, False,
-            options.policy(suite_obj, device_name, max_time, rounds, threads),
-            Sink(False, quiet), show_table=False)
+            options.policy(suite_obj, device_name, max_time, rounds, threads), RunWatch(Sink(False, quiet)))
     return suite_obj
 
 

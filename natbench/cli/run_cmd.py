@@ -19,7 +19,7 @@ def run(suite: options.Suite = "kernel-sizes", backend: options.Backends = None,
         max_time: options.MaxTime = None, rounds: options.Rounds = None,
         threads: options.Threads = None, json_: options.Json = False, quiet: options.Quiet = False) -> None:
     """Run a suite: latency, memory, FLOPs and correctness per case and backend."""
-    from natbench.console import Sink
+    from natbench.console import RunWatch, Sink, run_report
     from natbench.env import RESULTS_DIR
     from natbench.session import execute
 
@@ -31,5 +31,8 @@ def run(suite: options.Suite = "kernel-sizes", backend: options.Backends = None,
         raise SuiteError("--resume needs --out FILE: the results file to continue.")
     path = out or RESULTS_DIR / f"{suite_obj.name}-{device_name}-{datetime.now():%Y%m%d-%H%M%S}.jsonl"
     results = execute(suite_obj, points, names, device_name, path, resume,
-                      options.policy(suite_obj, device_name, max_time, rounds, threads), sink)
+                      options.policy(suite_obj, device_name, max_time, rounds, threads), RunWatch(sink))
+    run_report(results, names, f"{suite_obj.name} on {device_name}: median latency ±95% CI "
+               f"half-width, peak extra memory", sink)
+    sink.info(f"results: {path}")
     raise typer.Exit(0 if results else 1)

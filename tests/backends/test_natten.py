@@ -10,7 +10,7 @@ from natbench.case import Case
 from natbench.dtypes import tolerance
 from natbench.extension import build, first_error
 
-from .helpers import backend_or_skip, make_inputs, reference_output
+from .helpers import make_inputs, reference_output
 from .test_na_backends import FEATURES, _case, na_cases
 
 NAMES = ["natten", "natten-unfused"]

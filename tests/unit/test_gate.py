@@ -1,5 +1,7 @@
 """natbench gate's decision rules on synthetic samples, and the baseline merge."""
 
+import re
+
 import pytest
 
 from natbench import store
@@ -90,27 +92,50 @@ def test_normalize_cancels_a_uniformly_slower_machine(tmp_path):
     assert _outcomes(result) == [("torch", "unchanged")] and result.normalized
 
 
-def _sweep_rows(factors, seed=0):
-    """torch and swin rows over K = 3..9, each `factors[backend]` x a base latency."""
-    return [synthetic.row(b, k, 1e-3 * k * factors.get(b, 1.0), seed=seed + 10 * i + j, op=op)
-            for i, k in enumerate((3, 5, 7, 9)) for j, (b, op) in enumerate((("torch", "na"), ("swin", "wsa")))]
+def _sweep_rows(factors, seed=0, backends=("torch", "swin")):
+    """Rows of `backends` over K = 3..9, each `factors[backend]` x a base latency."""
+    return [synthetic.row(b, k, 1e-3 * k * factors.get(b, 1.0), seed=seed + 10 * i + j)
+            for i, k in enumerate((3, 5, 7, 9)) for j, b in enumerate(backends)]
+
+
+FOUR = ("torch", "swin", "sdpa", "natten")
 
 
 def test_drift_correction_cancels_a_whole_machine_slowdown_but_not_one_backend(tmp_path):
-    base = _sweep_rows({}, seed=0)
-    machine_slower = _sweep_rows({"torch": 1.3, "swin": 1.3}, seed=100)
-    assert len(_gate(tmp_path, base, machine_slower, correct_drift=False).regressions) == 8
+    base = _sweep_rows({}, seed=0, backends=FOUR)
+    machine_slower = _sweep_rows({b: 1.2 for b in FOUR}, seed=100, backends=FOUR)
+    assert len(_gate(tmp_path, base, machine_slower, correct_drift=False).regressions) == 16
     result = _gate(tmp_path, base, machine_slower)
-    assert result.drift == pytest.approx(1.3, rel=0.02) and not result.regressions
-    one_backend = _sweep_rows({"torch": 1.5}, seed=200)  # half the rows: the median ratio sits between
-    result = _gate(tmp_path, base, one_backend, thresholds=Thresholds(latency=0.1))
+    assert not result.regressions
+    assert all(d.factor == pytest.approx(1.2, rel=0.02) and d.source == "other backends"
+               for d in result.drifts.values())
+    # one backend slower: its own rows never divide it out, beside one other backend too
+    result = _gate(tmp_path, _sweep_rows({}, seed=0), _sweep_rows({"torch": 1.5}, seed=200))
     assert {f.backend for f in result.regressions} == {"torch"} and len(result.regressions) == 4
 
 
-def test_no_drift_correction_below_the_minimum_rows(tmp_path):
-    result = _gate(tmp_path, [synthetic.row("torch", 7, 1e-3, seed=1)],
-                   [synthetic.row("torch", 7, 1.5e-3, seed=2)])
-    assert result.drift == 1.0 and result.regressions
+def test_with_four_backends_one_changed_backend_moves_no_other(tmp_path):
+    base = _sweep_rows({}, seed=0, backends=FOUR)
+    result = _gate(tmp_path, base, _sweep_rows({"torch": 1.5}, seed=300, backends=FOUR))
+    assert {f.backend for f in result.regressions} == {"torch"} and len(result.regressions) == 4
+    assert not result.improvements and result.drifts["swin"].factor == pytest.approx(1.0, abs=0.02)
+
+
+def test_a_backend_gated_alone_is_held_to_the_calibration(tmp_path):
+    # no other backend to say how the machine moved: the calibration is the control, so a uniform
+    # slowdown of the one backend under test is caught
+    result = _gate(tmp_path, _sweep_rows({}, seed=0, backends=("torch",)),
+                   _sweep_rows({"torch": 1.5}, seed=400, backends=("torch",)))
+    assert result.drifts["torch"].source == "calibration" and len(result.regressions) == 4
+
+
+def test_every_backend_slower_with_the_calibration_unchanged_is_a_regression(tmp_path):
+    # a baseline whose every latency is halved: the other backends say 2x, the calibration 1x,
+    # and the drift stops at the calibration's bound
+    base = _sweep_rows({b: 0.5 for b in FOUR}, seed=0, backends=FOUR)
+    result = _gate(tmp_path, base, _sweep_rows({}, seed=500, backends=FOUR))
+    assert len(result.regressions) == 16
+    assert all(d.unbounded == pytest.approx(2.0, rel=0.02) for d in result.drifts.values())
 
 
 def test_normalize_needs_calibrations(tmp_path):
@@ -133,7 +158,8 @@ def test_merge_repeats_pools_samples_and_keeps_each_repeats_median(tmp_path):
     runs = [store.load(synthetic.write(tmp_path / f"r{i}.jsonl", [synthetic.row("torch", 7, m, seed=i)]))
             for i, m in enumerate((1e-3, 1.1e-3, 1.05e-3))]
     header, calibrations, [row] = merge_repeats(runs)
-    assert row["samples"] == 3 * 60 and len(row["repeat_medians_ms"]) == 3
+    assert row["samples"] == 3 * 64 and len(row["repeat_medians_ms"]) == 3
+    assert len(row["round_medians_ms"]) == row["rounds"] == 3 * 8  # every repeat's rounds are draws
     assert max(row["repeat_medians_ms"]) / min(row["repeat_medians_ms"]) == pytest.approx(1.1, rel=0.02)
     assert header["baseline"]["repeats"] == 3 and calibrations
 
@@ -143,7 +169,7 @@ def test_a_slowdown_in_one_round_only_is_noise(tmp_path):
     current["round_medians_ms"] = [1.6, 1.0, 1.02]  # one slow episode; the pooled median moved
     result = _gate(tmp_path, [synthetic.row("torch", 7, 1e-3, seed=1)], [current])
     [finding] = [f for f in result.findings if f.metric == "latency"]
-    assert finding.outcome == "unchanged" and "rounds +60%" in finding.message
+    assert finding.outcome == "unchanged" and re.search(r"rounds \+6\d%", finding.message)
     current["round_medians_ms"] = [1.3, 1.28, 1.33]
     assert _gate(tmp_path, [synthetic.row("torch", 7, 1e-3, seed=1)], [current]).regressions
 

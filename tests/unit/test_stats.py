@@ -5,8 +5,7 @@ import random
 
 import pytest
 
-from natbench.stats import equal_weight, median_interval, median_ci, quantile, steady_agreement, summarize
-from natbench.timing import TimingPolicy
+from natbench.stats import equal_weight, median_interval, median_ci, quantile, summarize
 
 
 def test_quantile_interpolates_like_numpy():
@@ -63,37 +62,6 @@ def test_median_interval_covers_the_true_median_at_least_95_percent(n):
     assert all(low <= median <= high for median, low, high, _ in trials)
     assert sum(low <= 1.0 <= high for _, low, high, _ in trials) / 2000 >= 0.94
     assert {method for *_, method in trials} == {"order-statistics" if n >= 6 else "log-t"}
-
-
-def _agreement(rng: random.Random, rounds_a: int, rounds_b: int | None = None,
-               trials: int = 2000) -> float:
-    """The share of synthetic rows whose two runs (of rounds_a and rounds_b rounds, rounds_a
-    when not given) have each median inside the other's CI."""
-    agree = 0
-    for _ in range(trials):
-        a, b = (median_interval(_lognormal_rounds(rng, n)) for n in (rounds_a, rounds_b or rounds_a))
-        agree += a[1] <= b[0] <= a[2] and b[1] <= a[0] <= b[2]
-    return agree / trials
-
-
-def test_median_interval_of_the_default_rounds_agrees_between_runs_90_percent():
-    # on a steady synthetic machine, two runs of the default rounds each: each run's median inside
-    # the other's CI for at least 90% of rows
-    assert _agreement(random.Random(7), TimingPolicy().rounds) >= 0.9
-
-
-@pytest.mark.parametrize("rounds_a, rounds_b", [(3, 3), (8, 8), (3, 8), (6, 7)])
-def test_steady_agreement_is_what_an_independent_simulation_of_the_rows_finds(rounds_a, rounds_b):
-    expected = _agreement(random.Random(11), rounds_a, rounds_b, trials=4000)
-    assert steady_agreement(rounds_a, rounds_b) == pytest.approx(expected, abs=0.025)
-
-
-@pytest.mark.parametrize("rounds", [3, 4, 5, 6, 7])
-def test_rows_of_fewer_rounds_agree_less_often_than_the_target(rounds):
-    # why a suite raises min_rounds: Student's t on 3-5 rounds is an exact 95% CI and the order
-    # statistics of 6-7 are their full range (97-98%); two runs' medians then fall in each
-    # other's CI for 76-87% of rows, against 92% for the full range of 8 (simulated)
-    assert _agreement(random.Random(7), rounds) < 0.9
 
 
 def test_median_interval_edge_cases():

@@ -97,22 +97,6 @@ def test_no_warmup_calls_when_the_warmup_is_zero():
     assert timing.warmup_calls == 0 and len(timing.samples) >= 5
 
 
-def test_a_slow_call_gets_only_the_rounds_its_budget_holds():
-    policy = TimingPolicy(max_time_s=1.0, rounds=7)
-    assert policy.rounds_for(0.01) == 7
-    assert policy.rounds_for(0.3) == 3  # three one-sample rounds fit in 1 s, four would not
-    assert policy.rounds_for(5.0) == 1
-
-
-def test_min_rounds_holds_a_slow_pair_to_that_many_one_call_rounds_within_the_runs():
-    policy = TimingPolicy(max_time_s=1.0, rounds=8, min_rounds=6)
-    assert policy.rounds_for(0.3) == 6  # 1.8 s: the budget grows to six one-call rounds
-    assert policy.rounds_for(0.1) == 8  # ten calls fit: every round, as without it
-    assert TimingPolicy(rounds=3, min_rounds=8).rounds_for(0.5) == 3  # never past the run's
-    with pytest.raises(SuiteError, match="min_rounds 0: use a positive count"):
-        TimingPolicy(min_rounds=0)
-
-
 def test_cpu_sampler_times_only_the_timed_call():
     ticks = iter(range(0, 10_000, 7))  # the fake ns clock advances 7 ns per reading
     calls = []
