@@ -38,7 +38,7 @@ class OomBackend(Backend):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 64.00 GiB")
 
 
-# The planted costs of test-planted: set by tests, or for a child process by tests/gate_trials.py
+# The planted costs of test-planted: set by tests, or for a child process by benchmarks/gate_trials.py
 # through TEST_PLANTED="slowdown,memory".
 _planted = os.environ.get("TEST_PLANTED", "1,1").split(",")
 PLANTED = {"slowdown": float(_planted[0]), "memory": float(_planted[1])}
