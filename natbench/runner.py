@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import math
 import resource
-import time
 from dataclasses import dataclass, field
 
 import torch
 
+from natbench import timing
 from natbench.backends import get_backend, reference
 from natbench.case import Case
 from natbench.dtypes import tolerance, torch_dtype
@@ -162,24 +162,24 @@ def compile_ahead(pairs: list[tuple[Point, str]], seed: int = 0) -> dict[tuple[s
         case, backend = point.case, get_backend(name)
         if not backend.compiles or backend.supports(case):
             continue
-        begin = time.perf_counter()
+        begin = timing.CLOCK.now()
         try:
             case.validate()
             _first_call(backend.bind(case, *make_inputs(case, seed)), case)
         except Exception:  # measured again, and recorded, in its own row
             continue
-        seconds[(case.key, name)] = time.perf_counter() - begin
+        seconds[(case.key, name)] = timing.CLOCK.now() - begin
     return seconds
 
 
 def _first_call(bound, case: Case):
     """(output, seconds) of the bound call's first, untimed-by-the-sampler run (with a graph when
     the pass needs backward)."""
-    begin = time.perf_counter()
+    begin = timing.CLOCK.now()
     out = bound.fn() if case.needs_backward else _no_grad(bound.fn)
     if case.device == "cuda":
         torch.cuda.synchronize()
-    return out, time.perf_counter() - begin
+    return out, timing.CLOCK.now() - begin
 
 
 def _cpu_forward(case: Case) -> bool:

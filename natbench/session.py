@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from natbench import store
+from natbench import store, timing
 from natbench.schedule import due, first_rounds, planned, round_order
 from natbench.suite import Point, Suite
 from natbench.timing import TimingPolicy
@@ -84,14 +84,14 @@ def _prepare(pairs: list[tuple[Point, str]], watch) -> tuple[dict, dict]:
         return {}, {}
     building = any(get_backend(b).needs_extension for _, b in pairs)
     watch.preparing(names, building)
-    begin = time.perf_counter()
+    begin = timing.CLOCK.now()
     build = start_build() if building else None
     compile_s = compile_ahead(pairs)
-    compiled = time.perf_counter() - begin
+    compiled = timing.CLOCK.now() - begin
     if build is not None:
         build.wait()
     return compile_s, {"prepare": {"backends": names, "compile_s": compiled,
-                                   "wall_s": time.perf_counter() - begin}}
+                                   "wall_s": timing.CLOCK.now() - begin}}
 
 
 def _step(point: Point, backend: str, round_: int, writer: store.ResultsWriter, context,
@@ -113,11 +113,11 @@ def _step(point: Point, backend: str, round_: int, writer: store.ResultsWriter, 
                                      context.policy.for_backend(backend).rounds, total):
         return None
     started_at = time.time()
-    begin, usage = time.perf_counter(), cpu_usage()
+    begin, usage = timing.CLOCK.now(), cpu_usage()
     record = run_pair(point, backend, context) if not rounds else \
         {**rounds[0], **time_again(point, backend, context, planned(rounds, total))}
     record.update(record="round", round=round_, started_at=started_at,
-                  round_s=time.perf_counter() - begin, **load_between(usage, cpu_usage()))
+                  round_s=timing.CLOCK.now() - begin, **load_between(usage, cpu_usage()))
     writer.write(record)
     rounds.append(record)
     if record["status"] != "ok" or len(rounds) >= planned(rounds, total):

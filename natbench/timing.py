@@ -20,6 +20,20 @@ from natbench.stats import summarize
 SampleBatch = Callable[[int], list[float]]  # n -> n durations in seconds
 
 
+class Clock:
+    """The clock natbench times intervals with. Everything that measures reads `CLOCK` when it
+    runs, so tests swap in a simulated clock and run the timing logic without real time."""
+
+    def now(self) -> float:
+        return time.perf_counter()
+
+    def now_ns(self) -> int:
+        return time.perf_counter_ns()
+
+
+CLOCK = Clock()
+
+
 @dataclass(frozen=True)
 class TimingPolicy:
     warmup_s: float = 0.025  # per round
@@ -93,11 +107,12 @@ class Timing:
 
 
 def sample_adaptively(sample_batch: SampleBatch, policy: TimingPolicy,
-                      clock: Callable[[], float] = time.perf_counter,
+                      clock: Callable[[], float] | None = None,
                       taken: Sequence[float] = ()) -> Timing:
     """Warm up, then sample until converged or out of budget. `taken`: samples of this round
     already measured warm (the runner's probe call); they are the first samples, count towards
-    the time budget, and stand in for the warm-up."""
+    the time budget, and stand in for the warm-up. `clock`: CLOCK.now unless given."""
+    clock = clock or CLOCK.now
     start = clock()
     warmup_calls = 0
     while not taken and policy.warmup_s > 0 and (warmup_calls == 0 or clock() - start < policy.warmup_s):
@@ -132,8 +147,10 @@ def sampler_for(device: str, timed: Callable[[], object],
 
 
 def cpu_sampler(timed: Callable[[], object], setup: Callable[[], object] | None = None,
-                clock_ns: Callable[[], int] = time.perf_counter_ns) -> SampleBatch:
-    """Each sample: `setup()` untimed, then `timed()` between two perf_counter_ns readings."""
+                clock_ns: Callable[[], int] | None = None) -> SampleBatch:
+    """Each sample: `setup()` untimed, then `timed()` between two readings of `clock_ns`
+    (CLOCK.now_ns, perf_counter_ns, unless given)."""
+    clock_ns = clock_ns or CLOCK.now_ns
 
     def batch(n: int) -> list[float]:
         out = []

@@ -19,8 +19,30 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture
-def fake_backends(monkeypatch):
-    """Registers the test-only backends of tests/fakes.py for one test."""
+def stub_calibration(monkeypatch):
+    """The run's calibration and probes as fixed records, at once (tests.fakes.calibration)."""
+    from natbench import calibrate
+    from tests import fakes
+
+    monkeypatch.setattr(calibrate, "calibrate", fakes.calibration)
+    monkeypatch.setattr(calibrate, "probe", fakes.probe)
+
+
+@pytest.fixture
+def fake_clock(monkeypatch, stub_calibration):
+    """natbench times on simulated time (tests.fakes.FakeClock) for one test; the calibration,
+    which would run thousands of real matmuls in simulated seconds, is stubbed."""
+    from natbench import timing
+    from tests.fakes import FakeClock
+
+    clock = FakeClock()
+    monkeypatch.setattr(timing, "CLOCK", clock)
+    return clock
+
+
+@pytest.fixture
+def fake_backends(monkeypatch, fake_clock):
+    """Registers the test-only backends of tests/fakes.py for one test, on simulated time."""
     from natbench import backends
     from tests.fakes import REGISTRY
 

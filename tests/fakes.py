@@ -1,4 +1,5 @@
-"""Test-only backends: never registered in product code; tests put them in the registry."""
+"""Test-only backends and a simulated clock: never registered in product code; tests put them in
+the registry (and the clock in natbench.timing.CLOCK)."""
 
 import mmap
 import os
@@ -6,7 +7,41 @@ import time
 
 import torch
 
+from natbench import timing
 from natbench.backends.base import Backend, Capabilities
+
+
+class FakeClock:
+    """Simulated time for natbench.timing.CLOCK: every reading moves it on by TICK, and a fake
+    backend's call by what it `spend`s. Runs on it are exact and independent of the machine: a
+    30 ms call takes 30 ms however busy the host is. A real backend's call costs a tick or two,
+    so the sampler's time budgets hold it to a few dozen calls a round."""
+
+    TICK = 1e-3
+
+    def __init__(self):
+        self.t = 0.0
+
+    def now(self) -> float:
+        self.t += self.TICK
+        return self.t
+
+    def now_ns(self) -> int:
+        return round(self.now() * 1e9)
+
+    def spend(self, seconds: float) -> None:
+        self.t += seconds
+
+
+def spend(seconds: float) -> None:
+    """What a fake backend's call costs: simulated time on a FakeClock, else busy real time (a
+    slower kernel keeps the CPU busy, as the planted slowdowns of the gate's trials must)."""
+    if isinstance(timing.CLOCK, FakeClock):
+        timing.CLOCK.spend(seconds)
+        return
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
 
 
 class WrongBackend(Backend):
@@ -49,13 +84,11 @@ def _slowed(inner, case, slowdown: float, extra_bytes: int = 0):
     holding a scratch buffer of `extra_bytes` while it runs."""
 
     def fn():
-        begin = time.perf_counter()
+        begin = timing.CLOCK.now()
         scratch = torch.empty(extra_bytes, dtype=torch.uint8, device=case.device) if extra_bytes else None
         out = inner.fn()
         del scratch
-        spent = time.perf_counter() - begin
-        while time.perf_counter() - begin < slowdown * spent:
-            pass
+        spend((slowdown - 1) * (timing.CLOCK.now() - begin))
         return out
 
     return type(inner)(fn=fn, unpack=inner.unpack, leaves=inner.leaves)
@@ -116,9 +149,9 @@ class SlowBackend(Backend):
         from natbench.backends import reference
 
         SlowBackend.calls += 1
-        begin = time.perf_counter()
+        begin = timing.CLOCK.now()
         out = reference.neighborhood(q, k, v, case, rpb)
-        time.sleep(max(0.0, SLOW_CALL_S - (time.perf_counter() - begin)))
+        spend(max(0.0, SLOW_CALL_S - (timing.CLOCK.now() - begin)))
         return out
 
 
@@ -141,7 +174,7 @@ class HiccupBackend(SlowBackend):
         return super().forward(q, k, v, case, rpb, scale)
 
     def second_call(self):
-        time.sleep(HICCUP_S)
+        spend(HICCUP_S)
 
 
 HICCUP_S = 0.3
@@ -164,14 +197,14 @@ class GrowingBackend(HiccupBackend):
 
     def second_call(self):
         touch_fresh_pages((2 << 20) // mmap.PAGESIZE)
-        time.sleep(GROW_S)
+        spend(GROW_S)
 
 
 GROW_S = 0.2
 
 
 class CompilingBackend(Backend):
-    """Reference NA whose first call of a case "compiles" (sleeps COMPILE_S): a run must make
+    """Reference NA whose first call of a case "compiles" (spends COMPILE_S): a run must make
     that call before it measures."""
 
     name = "test-compiling"
@@ -184,7 +217,7 @@ class CompilingBackend(Backend):
         from natbench.backends import reference
 
         if case.key not in CompilingBackend.compiled:
-            time.sleep(COMPILE_S)
+            spend(COMPILE_S)
             CompilingBackend.compiled.add(case.key)
         return reference.neighborhood(q, k, v, case, rpb)
 
@@ -203,3 +236,17 @@ REGISTRY = {
     "test-raising": ("tests.fakes", "RaisingBackend"),
     "test-oom": ("tests.fakes", "OomBackend"),
 }
+
+
+def calibration(device: str, dtype: str):
+    """A stand-in for natbench.calibrate.calibrate, for tests that do not test the calibration:
+    a fixed record, at once."""
+    from natbench.calibrate import Calibration
+
+    return Calibration(device, dtype, 1024, 1e11, 1 << 28, 2e10)
+
+
+def probe(device: str, dtype: str, round_: int) -> dict:
+    """A stand-in for natbench.calibrate.probe: a fixed rate, at once."""
+    return {"record": "probe", "device": device, "dtype": dtype, "round": round_,
+            "matmul_size": 384, "matmul_flops_per_s": 1e11}

@@ -53,7 +53,7 @@ def test_compare_bad_arguments_exit_2(cli, tmp_path, sweep, args, words):
     assert code == 2 and words in stderr
 
 
-def test_compare_backends_runs_them_interleaved_and_prints_the_summary(cli, tmp_path):
+def test_compare_backends_runs_them_interleaved_and_prints_the_summary(cli, tmp_path, fake_clock):
     out = tmp_path / "c.jsonl"
     code, stdout, stderr = cli("compare", "torch", "swin", "--suite", "smoke", "--device", "cpu",
                                "--set", "resolution=14", "--set", "kernel_size=7", "--pass", "fwd",

@@ -71,7 +71,7 @@ def test_normalize_accepts_another_machine_of_the_same_kind(cli, files, tmp_path
     assert cli("gate", "--baseline", base, "--current", other, "--normalize")[0] == 0
 
 
-def test_baseline_update_then_gate_a_live_run(cli, tmp_path):
+def test_baseline_update_then_gate_a_live_run(cli, tmp_path, fake_clock):
     baseline = tmp_path / "base.jsonl"
     # one thread: at two, other work on a 2-vCPU VM can double this tiny call
     case = ["--suite", "smoke", "--device", "cpu", "--backend", "torch", "--set", "resolution=8",

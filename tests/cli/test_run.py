@@ -37,7 +37,7 @@ def test_run_writes_every_row_and_prints_the_table(cli, tmp_path):
     assert "torch" in stdout and "swin" in stdout and "sdpa" in stdout
 
 
-def test_rounds_option_sets_the_rounds_of_every_row(cli, tmp_path):
+def test_rounds_option_sets_the_rounds_of_every_row(cli, tmp_path, fake_clock):
     out = tmp_path / "r.jsonl"
     code, _, _ = cli("run", *FAST, "--backend", "torch", "--rounds", "2", "--out", out)
     results = store.load(out)
@@ -241,14 +241,14 @@ def test_a_backend_of_fewer_rounds_starts_its_pairs_spread_with_their_rounds_equ
     assert {r["backend"]: r["rounds"] for r in results.rows} == {"torch": 3, "test-slow": 2}
 
 
-def test_json_prints_only_json_rows(cli, tmp_path):
+def test_json_prints_only_json_rows(cli, tmp_path, fake_clock):
     code, stdout, _ = cli("run", *FAST, "--backend", "torch", "--json", "--out", tmp_path / "r.jsonl")
     assert code == 0
     rows = [json.loads(line) for line in stdout.splitlines()]
     assert [r["backend"] for r in rows] == ["torch"]
 
 
-def test_impossible_case_is_a_skipped_row_with_its_reason(cli, tmp_path):
+def test_impossible_case_is_a_skipped_row_with_its_reason(cli, tmp_path, fake_clock):
     out = tmp_path / "r.jsonl"
     code, _, _ = cli("run", *FAST, "--backend", "torch", "--set", "kernel_size=3,12", "--out", out)
     assert code == 0
@@ -285,7 +285,7 @@ def test_verify_passes_for_the_available_backends(cli):
     assert "FAIL" not in stdout and "checks passed" in stderr
 
 
-def test_ctrl_c_keeps_finished_rounds_and_resume_completes(cli, tmp_path, monkeypatch):
+def test_ctrl_c_keeps_finished_rounds_and_resume_completes(cli, tmp_path, monkeypatch, fake_clock):
     from natbench import runner
 
     out = tmp_path / "r.jsonl"
@@ -392,7 +392,7 @@ def test_list_and_env_compile_nothing_and_say_how_to_build(cli, tmp_path, monkey
 
 
 @pytest.mark.parametrize("fmt", ["csv", "markdown", "parquet"])
-def test_export_formats(cli, tmp_path, fmt):
+def test_export_formats(cli, tmp_path, fmt, fake_clock):
     import pandas as pd
 
     results = tmp_path / "r.jsonl"
