@@ -140,8 +140,7 @@ def _latency(key, backend, base_row, cur_row, thresholds, normalize, units: floa
              drift: Drift | None) -> Finding:
     factor = (drift.factor if drift else 1.0) / units
     d = decide(base_row, cur_row, b_factor=factor)
-    repeats = base_row.get("repeat_medians_ms") or []
-    noise = max(repeats) / min(repeats) - 1 if len(repeats) > 1 else 0.0
+    noise = repeat_spread(base_row)
     threshold = max(thresholds.latency, noise)
     if d.verdict == UNKNOWN:
         return Finding(key, backend, "latency", "unknown", base_row["latency_ms_median"],
@@ -245,12 +244,41 @@ def confirm(result: GateResult, again: list[GateResult]) -> None:
             finding.outcome = "unconfirmed"
 
 
+def repeat_spread(row: dict) -> float:
+    """How far a baseline row's repeats moved apart (max / min - 1): the row's noise floor. The
+    repeats' medians with each repeat's drift from the first divided out where the baseline
+    holds them (`repeat_drift_corrected_ms`), else as they were."""
+    medians = row.get("repeat_drift_corrected_ms") or row.get("repeat_medians_ms") or []
+    return max(medians) / min(medians) - 1 if len(medians) > 1 else 0.0
+
+
+def _repeat_drifts(repeats: list) -> list[dict[str, float]]:
+    """Per repeat, per backend, its drift from the first repeat (verdict.drift_factors): a
+    baseline's repeats see the machine in different states, which its noise floor must not
+    count as the row's own spread."""
+    first = repeats[0]
+    out = []
+    for results in repeats:
+        ratios: dict[str, list[float]] = {}
+        medians = {(r["case_key"], r["backend"]): r["latency_ms_median"] for r in results.rows
+                   if r["status"] == "ok"}
+        for row in first.rows:
+            key = (row["case_key"], row["backend"])
+            if row["status"] == "ok" and key in medians:
+                ratios.setdefault(row["backend"], []).append(medians[key] / row["latency_ms_median"])
+        machine = calibration_ratio(first.calibrations, results.calibrations, first.probes, results.probes)
+        out.append({b: d.factor for b, d in drift_factors(ratios, machine).items()})
+    return out
+
+
 def merge_repeats(repeats: list) -> tuple[dict, list[dict], list[dict]]:
     """(header, calibrations, rows) of a baseline from several runs of one suite: per row the
     samples of every repeat pooled (one weight per repeat), the CI spanning the repeats' CIs,
-    the round medians of every repeat (each an independent draw, for the decision rule) and
-    `repeat_medians_ms` (the spread the gate uses as the row's noise floor)."""
+    the round medians of every repeat (each an independent draw, for the decision rule),
+    `repeat_medians_ms` and `repeat_drift_corrected_ms` (the same with each repeat's drift
+    divided out: their spread is the gate's noise floor for the row)."""
     first = repeats[0]
+    drifts = _repeat_drifts(repeats)
     rows = []
     for row in first.rows:
         key = (row["case_key"], row["backend"])
@@ -260,6 +288,8 @@ def merge_repeats(repeats: list) -> tuple[dict, list[dict], list[dict]]:
             ci = (min(r["latency_ms_ci_low"] for r in same) * 1e-3, max(r["latency_ms_ci_high"] for r in same) * 1e-3)
             merged.update(latency_fields([r["samples_s"] for r in same], ci),
                           repeat_medians_ms=[r["latency_ms_median"] for r in same],
+                          repeat_drift_corrected_ms=[r["latency_ms_median"] / d.get(row["backend"], 1.0)
+                                                     for r, d in zip(same, drifts)],
                           round_medians_ms=[m for r in same for m in r.get("round_medians_ms") or []],
                           rounds=sum(r.get("rounds") or 0 for r in same), round_indices=None,
                           peak_memory_bytes=max(r["peak_memory_bytes"] for r in same))

@@ -180,7 +180,7 @@ def update(suite: options.Suite = "smoke",
     """Run a suite several times and merge the runs into one baseline file."""
     from natbench import store
     from natbench.console import Sink
-    from natbench.gate import merge_repeats
+    from natbench.gate import merge_repeats, repeat_spread
 
     sink = Sink(False, quiet)
     with tempfile.TemporaryDirectory() as directory:
@@ -198,8 +198,8 @@ def update(suite: options.Suite = "smoke",
     for record in [*calibrations, *rows]:
         writer.write(record)
     writer.close()
-    spreads = [max(r["repeat_medians_ms"]) / min(r["repeat_medians_ms"]) - 1 for r in rows
-               if len(r.get("repeat_medians_ms") or []) > 1]
+    spreads = [repeat_spread(r) for r in rows if len(r.get("repeat_medians_ms") or []) > 1]
     typer.echo(f"wrote {out}: {len(rows)} rows from {repeats} runs"
-               + (f"; spread of medians between runs: median {sorted(spreads)[len(spreads) // 2]:.1%}, "
-                  f"max {max(spreads):.1%}" if spreads else ""))
+               + (f"; spread of medians between runs, each run's drift divided out (the rows' noise "
+                  f"floors): median {sorted(spreads)[len(spreads) // 2]:.1%}, max {max(spreads):.1%}"
+                  if spreads else ""))

@@ -6,7 +6,7 @@ import pytest
 
 from natbench import store
 from natbench.errors import ResultsError
-from natbench.gate import Thresholds, confirm, gate, merge_repeats
+from natbench.gate import Thresholds, confirm, gate, merge_repeats, repeat_spread
 from tests import synthetic
 
 
@@ -162,6 +162,19 @@ def test_merge_repeats_pools_samples_and_keeps_each_repeats_median(tmp_path):
     assert len(row["round_medians_ms"]) == row["rounds"] == 3 * 8  # every repeat's rounds are draws
     assert max(row["repeat_medians_ms"]) / min(row["repeat_medians_ms"]) == pytest.approx(1.1, rel=0.02)
     assert header["baseline"]["repeats"] == 3 and calibrations
+
+
+def test_a_baselines_noise_floor_is_its_repeats_spread_with_each_repeats_drift_divided_out(tmp_path):
+    # the second repeat ran on a machine 1.2x slower for every backend, torch 1.1x more: only
+    # torch's own 10% is the spread of its rows
+    runs = [store.load(synthetic.write(tmp_path / f"r{i}.jsonl",
+                                       _sweep_rows(factors, seed=100 * i, backends=FOUR)))
+            for i, factors in enumerate(({}, {"torch": 1.2 * 1.1, "swin": 1.2, "sdpa": 1.2, "natten": 1.2}))]
+    _, _, rows = merge_repeats(runs)
+    spreads = {r["backend"]: repeat_spread(r) for r in rows if r["kernel_size"][0] == 5}
+    assert spreads["torch"] == pytest.approx(0.1, abs=0.03)
+    assert all(spreads[b] < 0.03 for b in ("swin", "sdpa", "natten"))
+    assert all(max(r["repeat_medians_ms"]) / min(r["repeat_medians_ms"]) > 1.15 for r in rows)
 
 
 def test_a_slowdown_in_one_round_only_is_noise(tmp_path):
