@@ -14,6 +14,15 @@ PASSES = tuple(PASS_MULTIPLIER)
 DEVICES = ("cpu", "cuda")
 
 
+def _positive_int(value, name: str) -> int:
+    """`value` as a positive int, or InvalidProblemError naming `name` and the value."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidProblemError(f"{name} {value!r} is not an integer; use a positive integer.")
+    if value < 1:
+        raise InvalidProblemError(f"{name} {value} < 1; use a positive {name}.")
+    return value
+
+
 @dataclass(frozen=True)
 class Case:
     """One problem: shapes, geometry, dtype, device and pass. Per-axis fields are tuples."""
@@ -37,7 +46,7 @@ class Case:
               dilation=1, stride=1, is_causal=False, rpb=False, dtype="float32", device="cpu",
               pass_="fwd") -> Case:
         """Broadcast ints to per-axis tuples and canonicalise names; does not validate geometry."""
-        rank = int(rank)
+        rank = _positive_int(rank, "rank")
         if rank not in (1, 2, 3):
             raise InvalidProblemError(f"rank {rank} is not 1, 2 or 3; use rank = 1, 2 or 3.")
         if pass_ not in PASSES:
@@ -45,11 +54,13 @@ class Case:
         if device not in DEVICES:
             raise InvalidProblemError(f"device {device!r} is not one of {', '.join(DEVICES)}.")
         for name, value in (("batch", batch), ("heads", heads), ("head_dim", head_dim)):
-            if int(value) < 1:
-                raise InvalidProblemError(f"{name} {value} < 1; use a positive {name}.")
+            _positive_int(value, name)
 
         def ints(value, name):
-            return tuple(int(x) for x in as_tuple(value, rank, name))
+            if isinstance(value, str):
+                raise InvalidProblemError(f"{name} {value!r} is not an integer; use an int, or one "
+                                          f"per spatial axis.")
+            return tuple(_positive_int(x, name) for x in as_tuple(value, rank, name))
 
         return cls(rank=rank, batch=int(batch), heads=int(heads), head_dim=int(head_dim),
                    resolution=ints(resolution, "resolution"),

@@ -204,8 +204,15 @@ def load(name_or_path: str) -> Suite:
     return suite
 
 
+# How --set reads each axis's values: a positive int, one per spatial axis as `56x48`, a boolean,
+# booleans per axis as `truexfalse`, or a word (checked where it is used: dtype, device, pass).
+_INT_AXES = ("rank", "batch", "heads", "head_dim")
+_PER_AXIS_INTS = ("resolution", "kernel_size", "dilation", "stride")
+
+
 def parse_set(option: str) -> tuple[str, list]:
-    """`AXIS=v1,v2` -> (axis, values); per-axis values as `56x48`; booleans as true/false."""
+    """`AXIS=v1,v2` -> (axis, values), each value checked against the axis's type now, so that a
+    bad value stops the command before anything runs."""
     if "=" not in option:
         raise SuiteError(f"--set {option!r}: expected AXIS=VALUE[,VALUE...], e.g. --set kernel_size=3,5,7.")
     axis, _, text = option.partition("=")
@@ -213,22 +220,30 @@ def parse_set(option: str) -> tuple[str, list]:
     if axis not in AXES:
         raise SuiteError(f"--set {option!r}: unknown axis {axis!r}{_suggest(axis, AXES)}; "
                          f"axes: {', '.join(AXES)}.")
-    values = [_scalar(part.strip(), option) for part in text.split(",") if part.strip()]
+    values = [_value(axis, part.strip(), option) for part in text.split(",") if part.strip()]
     if not values:
         raise SuiteError(f"--set {option!r}: no value after '='.")
     return axis, values
 
 
-def _scalar(text: str, option: str):
+def _value(axis: str, text: str, option: str):
     lowered = text.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if re.fullmatch(r"\d+(x\d+)+", lowered):
-        return [int(part) for part in lowered.split("x")]
-    if re.fullmatch(r"(true|false)(x(true|false))+", lowered):
-        return [part == "true" for part in lowered.split("x")]
-    if re.fullmatch(r"-?\d+", text):
-        return int(text)
+    if axis in _INT_AXES or axis in _PER_AXIS_INTS:
+        per_axis = axis in _PER_AXIS_INTS and "x" in lowered
+        parts = lowered.split("x") if per_axis else [lowered]
+        for part in parts:
+            if not re.fullmatch(r"[+-]?\d+", part):
+                example = f"{axis}=7, or 7x5 with one value per axis" if axis in _PER_AXIS_INTS else f"{axis}=2"
+                raise SuiteError(f"--set {option!r}: {text!r} is not an integer; e.g. --set {example}.")
+            if int(part) < 1:
+                raise SuiteError(f"--set {option!r}: {axis} {int(part)} < 1; use a positive {axis}.")
+        return [int(part) for part in parts] if per_axis else int(parts[0])
+    if axis in ("rpb", "is_causal"):
+        parts = lowered.split("x") if axis == "is_causal" else [lowered]
+        if any(part not in ("true", "false") for part in parts):
+            example = "true, false, or truexfalse per axis" if axis == "is_causal" else "true or false"
+            raise SuiteError(f"--set {option!r}: {text!r} is not a boolean; use {example}.")
+        return [part == "true" for part in parts] if len(parts) > 1 else parts[0] == "true"
     return text
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Optional
 
 import typer
@@ -34,6 +35,9 @@ def resolve_device(device: str) -> str:
 def policy(suite, device: str, max_time: float | None, rounds: int | None, threads_: str | None):
     """The suite's timing policy on `device` with the command line's --max-time, --rounds and
     --threads."""
+    if max_time is not None and not (math.isfinite(max_time) and max_time > 0):
+        raise SuiteError(f"--max-time {max_time:g}: use a positive number of seconds per case and "
+                         f"backend, e.g. --max-time 2.")
     return suite.policy(device, max_time_s=max_time, rounds=rounds, threads=threads(threads_))
 
 

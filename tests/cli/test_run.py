@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +12,7 @@ from natbench import store
 CASE = ["--suite", "smoke", "--device", "cpu", "--set", "resolution=8", "--set", "kernel_size=3",
         "--pass", "fwd"]
 FAST = [*CASE, "--max-time", "0.05"]
+BASELINE = str(Path(__file__).resolve().parents[2] / "results" / "baselines" / "smoke-cpu-amd-epyc.jsonl")
 
 
 def test_run_writes_every_row_and_prints_the_table(cli, tmp_path):
@@ -320,10 +322,46 @@ def test_ctrl_c_keeps_finished_rounds_and_resume_completes(cli, tmp_path, monkey
     (["export", "nowhere.jsonl"], "no such results file"),
     (["run", "--suite", "smoke", "--threads", "0"], "--threads '0': use a positive count, or auto"),
     (["run", "--suite", "smoke", "--threads", "two"], "--threads 'two'"),
+    # every numeric option and axis value is checked before anything runs
+    (["run", "--suite", "smoke", "--set", "kernel_size=abc"], "'abc' is not an integer"),
+    (["run", "--suite", "smoke", "--set", "kernel_size=7xq"], "'7xq' is not an integer"),
+    (["run", "--suite", "smoke", "--set", "heads=2.5"], "'2.5' is not an integer"),
+    (["run", "--suite", "smoke", "--set", "resolution=0"], "resolution 0 < 1"),
+    (["run", "--suite", "smoke", "--set", "batch=-1"], "batch -1 < 1"),
+    (["run", "--suite", "smoke", "--set", "dilation=0"], "dilation 0 < 1"),
+    (["run", "--suite", "smoke", "--set", "stride=0"], "stride 0 < 1"),
+    (["run", "--suite", "smoke", "--set", "kernel_size=3,0"], "kernel_size 0 < 1"),
+    (["run", "--suite", "smoke", "--set", "rank=4"], "rank 4 is not 1, 2 or 3"),
+    (["run", "--suite", "smoke", "--set", "rpb=maybe"], "'maybe' is not a boolean"),
+    (["run", "--suite", "smoke", "--set", "is_causal=yes"], "'yes' is not a boolean"),
+    (["run", "--suite", "smoke", "--set", "kernel_size"], "expected AXIS=VALUE"),
+    (["run", "--suite", "smoke", "--set", "kernel_size="], "no value after '='"),
+    (["run", "--suite", "smoke", "--pass", "fwdd"], "pass 'fwdd' is not one of fwd, bwd, fwdbwd"),
+    (["run", "--suite", "smoke", "--max-time", "-1"], "--max-time -1: use a positive number"),
+    (["run", "--suite", "smoke", "--max-time", "0"], "--max-time 0: use a positive number"),
+    (["run", "--suite", "smoke", "--max-time", "nan"], "--max-time nan"),
+    (["run", "--suite", "smoke", "--rounds", "0"], "--rounds"),
+    (["compare", "torch", "swin", "--max-time", "-2"], "--max-time -2"),
+    (["gate", "--baseline", BASELINE, "--suite", "smoke", "--set", "heads=0"], "heads 0 < 1"),
+    (["verify", "--suite", "smoke", "--set", "kernel_size=x"], "'x' is not an integer"),
+    (["profile", "--backend", "torch", "--set", "resolution=-4"], "resolution -4 < 1"),
+    (["profile", "--backend", "torch", "--steps", "0"], "--steps"),
 ])
-def test_bad_input_exits_2_with_a_clear_message(cli, args, message):
+def test_bad_input_exits_2_with_a_clear_message(cli, args, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where a run that started anyway would write its results
     code, _, stderr = cli(*args)
     assert code == 2 and message in stderr
+    assert not list(tmp_path.rglob("*.jsonl"))  # nothing ran
+
+
+def test_a_suite_file_value_of_the_wrong_type_names_the_file_and_the_value(cli, tmp_path):
+    path = tmp_path / "types.toml"
+    path.write_text("backends = ['torch']\n[case]\nkernel_size = 'abc'\n")
+    code, _, stderr = cli("run", "--suite", path)
+    assert code == 2 and "types.toml" in stderr and "kernel_size 'abc' is not an integer" in stderr
+    path.write_text("backends = ['torch']\n[case]\n[sweep]\nresolution = [16, 0]\n")
+    code, _, stderr = cli("run", "--suite", path)
+    assert code == 2 and "types.toml" in stderr and "resolution 0 < 1" in stderr
 
 
 def test_malformed_suite_file_exits_2_with_file_line_key(cli, tmp_path):
