@@ -89,8 +89,9 @@ class RunWatch:
         if self.sink.json_mode:
             self.sink.json(row)
 
-    def interrupted(self, rows: int, path, command: str) -> None:
-        self.sink.warn(f"interrupted: {rows} rows are on disk in {path}; continue with `{command}`.")
+    def interrupted(self, rows: int, rounds: int, path, command: str) -> None:
+        self.sink.warn(f"interrupted: {rows} finished rows and {rounds} rounds of unfinished pairs "
+                       f"are on disk in {path}; continue with `{command}`.")
 
 
 def run_report(rows: list[dict], backends: list[str], title: str, sink: Sink) -> None:

@@ -15,9 +15,10 @@ from natbench.timing import TimingPolicy
 
 
 def execute(suite: Suite, points: list[Point], backends: list[str], device: str, path: Path,
-            resume: bool, policy: TimingPolicy, watch) -> list[dict]:
+            resume: bool, policy: TimingPolicy, watch, plan: dict | None = None) -> list[dict]:
     """Measure every (case, backend) pair, appending each row to `path` as it finishes; returns
-    every row of the file. `watch` hears of each step (console.RunWatch has the methods).
+    every row of the file. `watch` hears of each step (console.RunWatch has the methods); `plan`,
+    the options the run was asked with, goes into the header so that --resume continues it.
 
     Ctrl-C stops the loop; everything finished is on disk and `--resume` continues it.
     """
@@ -34,7 +35,8 @@ def execute(suite: Suite, points: list[Point], backends: list[str], device: str,
                                         if (p.case.key, b) not in done], watch)
         compiled = any(get_backend(b).needs_extension for b in backends)
         header = {**collect(device, suite.name, build_extension=compiled), "suite_file": str(suite.path),
-                  "backends": backends, "policy": policy.__dict__, **prepared}
+                  "backends": backends, "policy": policy.__dict__, **prepared,
+                  **({"plan": plan} if plan is not None else {})}
         header["env"].update(allocator)
         header["env"].update(cap)
         writer = store.ResultsWriter(path, header, resume)
@@ -63,8 +65,10 @@ def execute(suite: Suite, points: list[Point], backends: list[str], device: str,
                         advance(f"round {round_ + 1}: {backend} {point.label or ''} {point.case.key}")
         except KeyboardInterrupt:
             writer.close()
-            watch.interrupted(len(rows), path, f"natbench run --suite {suite.path or suite.name} "
-                                               f"--out {path} --resume")
+            pending = sum(len(r) for key, r in writer.rounds.items() if key not in writer.done)
+            command = (f"natbench run --out {path} --resume" if plan is not None else
+                       f"natbench run --suite {suite.path or suite.name} --out {path} --resume")
+            watch.interrupted(len(writer.done), pending, path, command)
             raise
         writer.close()
     return store.load(path).rows

@@ -79,3 +79,43 @@ def plan(suite_name: str, backends: str | None, device: str, dtype: str | None,
     for name in names:
         get_backend(name)  # unknown names fail now, with a suggestion
     return suite, suite.expand(), names, device
+
+
+# The options a run's plan holds (its header's `plan`), as `natbench run` names its parameters,
+# and the flags a person types.
+PLAN_FLAGS = {"suite": "--suite", "backend": "--backend", "device": "--device", "dtype": "--dtype",
+              "pass_": "--pass", "set_": "--set", "max_time": "--max-time", "rounds": "--rounds",
+              "threads": "--threads"}
+
+
+def from_command_line(ctx, given: dict) -> set[str]:
+    """The options of `given` that were typed on the command line (not left at their defaults).
+    By the source's name: typer carries a click of its own, whose enum is not click's."""
+    return {name for name in given if getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"}
+
+
+def _same(name: str, a, b) -> bool:
+    if name == "backend":
+        return [x.strip() for x in (a or "").split(",")] == [x.strip() for x in (b or "").split(",")]
+    return (a or None) == (b or None)
+
+
+def resumed_plan(out, given: dict, typed: set[str], force: bool) -> dict:
+    """What a --resume of `out` runs: the plan recorded in its header, so that it measures what
+    the interrupted run was asked to. An option typed now that differs from the plan is refused,
+    naming it, unless `force` (then the typed value wins). A file from before plans were recorded
+    resumes with the options as given."""
+    from natbench import store
+
+    plan = store.load(out).header.get("plan")
+    if plan is None:
+        return given
+    resumed = {name: plan.get(name) for name in PLAN_FLAGS}
+    for name in typed:
+        if not _same(name, given[name], plan.get(name)):
+            if not force:
+                raise SuiteError(f"{PLAN_FLAGS[name]} {given[name]!r}: {out} was recorded with "
+                                 f"{PLAN_FLAGS[name]} {plan.get(name)!r}, and --resume continues that "
+                                 f"plan; leave the option out, or pass --force to change it.")
+            resumed[name] = given[name]
+    return resumed

@@ -11,11 +11,12 @@ import typer
 from natbench.cli import options
 
 
-def run(suite: options.Suite = "kernel-sizes", backend: options.Backends = None,
+def run(ctx: typer.Context, suite: options.Suite = "kernel-sizes", backend: options.Backends = None,
         device: options.Device = "auto", dtype: options.Dtype = None,
         pass_: options.Pass = None, set_: options.Sets = None,
         out: Annotated[Optional[Path], typer.Option(help="Results file (JSON Lines); default under results/runs/.")] = None,
-        resume: Annotated[bool, typer.Option(help="Continue --out, skipping rows already in it.")] = False,
+        resume: Annotated[bool, typer.Option(help="Continue --out with the plan it was recorded with (suite, backends, options), measuring only what is missing.")] = False,
+        force: Annotated[bool, typer.Option(help="With --resume: accept options that differ from the file's recorded plan.")] = False,
         max_time: options.MaxTime = None, rounds: options.Rounds = None,
         threads: options.Threads = None, json_: options.Json = False, quiet: options.Quiet = False) -> None:
     """Run a suite: latency, memory, FLOPs and correctness per case and backend."""
@@ -24,14 +25,21 @@ def run(suite: options.Suite = "kernel-sizes", backend: options.Backends = None,
     from natbench.session import execute
 
     sink = Sink(json_, quiet)
-    suite_obj, points, names, device_name = options.plan(suite, backend, device, dtype, pass_, set_)
-    if resume and out is None:
-        from natbench.errors import SuiteError
+    given = {"suite": suite, "backend": backend, "device": device, "dtype": dtype, "pass_": pass_,
+             "set_": set_, "max_time": max_time, "rounds": rounds, "threads": threads}
+    if resume:
+        if out is None:
+            from natbench.errors import SuiteError
 
-        raise SuiteError("--resume needs --out FILE: the results file to continue.")
+            raise SuiteError("--resume needs --out FILE: the results file to continue.")
+        given = options.resumed_plan(out, given, options.from_command_line(ctx, given), force)
+    suite_obj, points, names, device_name = options.plan(given["suite"], given["backend"], given["device"],
+                                                         given["dtype"], given["pass_"], given["set_"])
     path = out or RESULTS_DIR / f"{suite_obj.name}-{device_name}-{datetime.now():%Y%m%d-%H%M%S}.jsonl"
     results = execute(suite_obj, points, names, device_name, path, resume,
-                      options.policy(suite_obj, device_name, max_time, rounds, threads), RunWatch(sink))
+                      options.policy(suite_obj, device_name, given["max_time"], given["rounds"],
+                                     given["threads"]),
+                      RunWatch(sink), plan=given)
     run_report(results, names, f"{suite_obj.name} on {device_name}: median latency ±95% CI "
                f"half-width, peak extra memory", sink)
     sink.info(f"results: {path}")

@@ -287,11 +287,12 @@ def test_verify_passes_for_the_available_backends(cli):
     assert "FAIL" not in stdout and "checks passed" in stderr
 
 
-def test_ctrl_c_keeps_finished_rounds_and_resume_completes(cli, tmp_path, monkeypatch, fake_clock):
+def _interrupt_at_third_call(monkeypatch, name: str):
+    """natbench.runner's `name` raising KeyboardInterrupt on its third call, as Ctrl-C would;
+    returns the real function and the list of backends it was called for."""
     from natbench import runner
 
-    out = tmp_path / "r.jsonl"
-    real, calls = runner.run_pair, []
+    real, calls = getattr(runner, name), []
 
     def counted(*args, **kwargs):
         calls.append(args[1])
@@ -299,7 +300,13 @@ def test_ctrl_c_keeps_finished_rounds_and_resume_completes(cli, tmp_path, monkey
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(runner, "run_pair", counted)
+    monkeypatch.setattr(runner, name, counted)
+    return real, calls
+
+
+def test_ctrl_c_keeps_finished_rounds_and_resume_completes(cli, tmp_path, monkeypatch, fake_clock):
+    out = tmp_path / "r.jsonl"
+    real, calls = _interrupt_at_third_call(monkeypatch, "run_pair")
     code, _, stderr = cli("run", *FAST, "--out", out)
     assert code == 130 and "--resume" in stderr
     partial = store.load(out)
@@ -310,6 +317,35 @@ def test_ctrl_c_keeps_finished_rounds_and_resume_completes(cli, tmp_path, monkey
     assert code == 0 and len(calls) == 2  # only the pairs whose first round was missing
     assert len(results.rows) == 4 and len({(r["case_key"], r["backend"]) for r in results.rows}) == 4
     assert all(r["rounds"] == 3 and len(r["round_medians_ms"]) == 3 for r in results.rows)
+
+
+def test_resume_continues_the_plan_the_run_was_asked_with(cli, tmp_path, monkeypatch, fake_clock):
+    from natbench import runner
+
+    out = tmp_path / "r.jsonl"
+    real, _ = _interrupt_at_third_call(monkeypatch, "time_again")  # in round 2
+    asked = ["run", "--suite", "smoke", "--device", "cpu", "--backend", "torch,swin", "--set",
+             "resolution=8", "--pass", "fwd", "--max-time", "0.05"]
+    code, _, stderr = cli(*asked, "--out", out)
+    partial = store.load(out)
+    on_disk = len([r for r in partial.rounds if (r["case_key"], r["backend"])
+                   not in {(x["case_key"], x["backend"]) for x in partial.rows}])
+    assert code == 130 and f"0 finished rows and {on_disk} rounds of unfinished pairs" in stderr
+    assert on_disk == 6 and f"`natbench run --out {out} --resume`" in stderr
+    assert partial.header["plan"]["backend"] == "torch,swin"
+    monkeypatch.setattr(runner, "time_again", real)
+    # another plan is refused, naming the option; the file's plan needs no options at all
+    code, _, stderr = cli("run", "--backend", "torch", "--out", out, "--resume")
+    assert code == 2 and "--backend 'torch'" in stderr and "'torch,swin'" in stderr
+    code, _, stderr = cli("run", "--out", out, "--resume")
+    results = store.load(out)
+    assert code == 0, stderr
+    assert {(r["backend"], r["resolution"][0]) for r in results.rows} == {
+        ("torch", 8), ("swin", 8)} and len(results.rows) == 4  # kernel sizes 3 and 5
+    # told to, a resume takes the option typed now and the rest of the plan
+    assert cli("run", "--backend", "torch,swin,sdpa", "--out", out, "--resume", "--force")[0] == 0
+    rows = store.load(out).rows
+    assert len(rows) == 6 and {r["resolution"][0] for r in rows} == {8}
 
 
 @pytest.mark.parametrize("args,message", [
@@ -390,9 +426,13 @@ def test_threads_option_sets_torchs_count_for_the_run_then_restores_it(cli, tmp_
     assert results.header["env"]["torch_threads"] == threads and results.header["policy"]["threads"] == threads
     assert {r["threads"] for r in results.rows} == {threads}
     assert torch.get_num_threads() == before
-    # resuming with another count would mix two setups in one file
+    # resuming with another count would mix two setups in one file: the plan refuses it, and
+    # told to change the plan, the file's setup still does
     code, _, stderr = cli("run", *FAST, "--backend", "torch,sdpa", "--threads", before, "--out", out,
                           "--resume")
+    assert code == 2 and f"--threads '{before}'" in stderr
+    code, _, stderr = cli("run", *FAST, "--backend", "torch,sdpa", "--threads", before, "--out", out,
+                          "--resume", "--force")
     assert code == 2 and "torch_threads" in stderr
 
 
