@@ -22,6 +22,7 @@ def compare(targets: Annotated[list[str], typer.Argument(help="Backends (the fir
             force: Annotated[bool, typer.Option(help="Compare results files recorded on different setups.")] = False,
             markdown: Annotated[bool, typer.Option("--markdown", help="Print Markdown tables, for a pull request.")] = False,
             correct_drift: Annotated[bool, typer.Option(help="Two results files: divide each backend's second-run latencies by the drift of the other backends, bounded by the calibration (docs/methodology.md).")] = True,
+            backend_module: options.BackendModules = None,
             json_: options.Json = False, quiet: options.Quiet = False) -> None:
     """Compare B, C, ... against A case by case: ratio with its CI, memory, TFLOP/s, verdict."""
     from natbench import store
@@ -54,7 +55,7 @@ def compare(targets: Annotated[list[str], typer.Argument(help="Backends (the fir
         from natbench.session import execute
 
         suite_obj, points, names, device_name = options.plan(suite, ",".join(targets), device, dtype,
-                                                             pass_, set_)
+                                                             pass_, set_, backend_module, sink.warn)
         path = out or RESULTS_DIR / (f"compare-{'-'.join(names)}-{suite_obj.name}-{device_name}-"
                                      f"{datetime.now():%Y%m%d-%H%M%S}.jsonl")
         rows = execute(suite_obj, points, names, device_name, path, False,

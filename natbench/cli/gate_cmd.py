@@ -19,11 +19,12 @@ Thresholds = Annotated[Optional[list[str]], typer.Option("--threshold", help="ME
 
 
 def _run(suite: str, backend, device, dtype, pass_, set_, max_time, rounds, threads, out: Path,
-         quiet: bool):
+         quiet: bool, modules=None):
     from natbench.console import RunWatch, Sink
     from natbench.session import execute
 
-    suite_obj, points, names, device_name = options.plan(suite, backend, device, dtype, pass_, set_)
+    suite_obj, points, names, device_name = options.plan(suite, backend, device, dtype, pass_, set_,
+                                                         modules, Sink(False, quiet).warn)
     execute(suite_obj, points, names, device_name, out, False,
             options.policy(suite_obj, device_name, max_time, rounds, threads), RunWatch(Sink(False, quiet)))
     return suite_obj
@@ -97,6 +98,7 @@ def gate(baseline: Annotated[Path, typer.Option(help="The committed baseline res
          out: Annotated[Optional[Path], typer.Option(help="Results file of the run made by --suite.")] = None,
          no_baseline_ok: Annotated[bool, typer.Option(help="With a --baseline directory that holds none for this machine: say so and exit 0 instead of 2 (CI on a new kind of machine).")] = False,
          confirm: Annotated[int, typer.Option(min=0, help="With --suite: when latency regresses, run the suite this many times more (OUT-confirmN.jsonl) and gate each alike; a regression fails only if every one finds it too. Fewer false alarms, less power: see docs/gate.md.")] = 0,
+         backend_module: options.BackendModules = None,
          json_: options.Json = False, quiet: options.Quiet = False) -> None:
     """Fail (exit 1) on a significant slowdown, more memory, other FLOPs, a wrong answer or a lost row."""
     from natbench import store
@@ -137,7 +139,8 @@ def gate(baseline: Annotated[Path, typer.Option(help="The committed baseline res
     base = store.load(baseline)
     if suite is not None:
         current = out or RESULTS_DIR / f"gate-{Path(suite).stem}-{datetime.now():%Y%m%d-%H%M%S}.jsonl"
-        _run(suite, backend, device, dtype, pass_, set_, max_time, rounds, threads, current, quiet or json_)
+        _run(suite, backend, device, dtype, pass_, set_, max_time, rounds, threads, current, quiet or json_,
+             backend_module)
     cur = store.load(current)
     _check_setups(base, cur, normalize, force)
     limits = _thresholds(suite or base.header.get("suite_file") or base.header.get("suite"), threshold)
@@ -149,7 +152,8 @@ def gate(baseline: Annotated[Path, typer.Option(help="The committed baseline res
             again = current.with_name(f"{current.stem}-confirm{index + 1}.jsonl")
             sink.info(f"natbench gate: {len(flagged)} latency regressions; running the suite "
                       f"again to confirm them ({index + 1} of {confirm}) -> {again}")
-            _run(suite, backend, device, dtype, pass_, set_, max_time, rounds, threads, again, True)
+            _run(suite, backend, device, dtype, pass_, set_, max_time, rounds, threads, again, True,
+                 backend_module)
             reruns.append(run_gate(base, store.load(again), limits, normalize, correct_drift))
         confirm_regressions(result, reruns)
     if json_:
@@ -176,7 +180,7 @@ def update(suite: options.Suite = "smoke",
            backend: options.Backends = None, device: options.Device = "auto", dtype: options.Dtype = None,
            pass_: options.Pass = None, set_: options.Sets = None, max_time: options.MaxTime = None,
            rounds: options.Rounds = None, threads: options.Threads = None,
-           quiet: options.Quiet = False) -> None:
+           backend_module: options.BackendModules = None, quiet: options.Quiet = False) -> None:
     """Run a suite several times and merge the runs into one baseline file."""
     from natbench import store
     from natbench.console import Sink
@@ -188,7 +192,8 @@ def update(suite: options.Suite = "smoke",
         for index in range(repeats):
             sink.info(f"baseline repeat {index + 1} of {repeats}")
             path = Path(directory) / f"repeat-{index}.jsonl"
-            _run(suite, backend, device, dtype, pass_, set_, max_time, rounds, threads, path, quiet)
+            _run(suite, backend, device, dtype, pass_, set_, max_time, rounds, threads, path, quiet,
+                 backend_module)
             runs.append(store.load(path))
         header, calibrations, rows = merge_repeats(runs)
     header["baseline"]["files"] = [f"repeat {i + 1}" for i in range(repeats)]

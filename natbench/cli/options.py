@@ -18,6 +18,7 @@ Sets = Annotated[Optional[list[str]], typer.Option("--set", help="AXIS=v1,v2: ov
 MaxTime = Annotated[Optional[float], typer.Option(help="Hard maximum seconds of sampling per case and backend, all rounds together.")]
 Rounds = Annotated[Optional[int], typer.Option(min=1, help="Rounds per case, spread over the run (default 8; the suite may set its own); a row's median and CI come from its round medians.")]
 Threads = Annotated[Optional[str], typer.Option(help="torch's CPU threads while timing: a count, or auto for torch's default (one per physical core). Default 1 (the suite may set its own).")]
+BackendModules = Annotated[Optional[list[str]], typer.Option("--backend-module", help="Load plugin backends from path/to/file.py or package.module[:Class] (repeatable); installed packages' natbench.backends entry points load by themselves. docs/plugins.md.")]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON only, on stdout.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or notes; results only.")]
 
@@ -58,12 +59,30 @@ def threads_or_default(value: str | None) -> int | str:
     return threads(value) or TimingPolicy.threads
 
 
+def load_plugins(modules: list[str] | None, warn=None) -> None:
+    """Load the `--backend-module` plugins; `warn` hears of every plugin that did not load (entry
+    points included), which leaves the other backends running."""
+    from natbench import backends
+
+    for spec in modules or []:
+        backends.load_module(spec)
+    for where, why in backends.plugin_problems() if warn else ():
+        if (where, why) not in _WARNED:
+            _WARNED.add((where, why))
+            warn(f"plugin {where} did not load: {why}")
+
+
+_WARNED: set = set()  # each plugin problem is said once a process
+
+
 def plan(suite_name: str, backends: str | None, device: str, dtype: str | None,
-         pass_: str | None, sets: list[str] | None):
-    """(suite with overrides, points, backend names, device) from the common options."""
+         pass_: str | None, sets: list[str] | None, modules: list[str] | None = None, warn=None):
+    """(suite with overrides, points, backend names, device) from the common options, with the
+    `--backend-module` plugins loaded first (a suite may name them)."""
     from natbench import suite as suites
     from natbench.backends import get_backend
 
+    load_plugins(modules, warn)
     suite = suites.load(suite_name)
     overrides = dict(suites.parse_set(option) for option in sets or [])
     device = resolve_device(device)
@@ -85,7 +104,7 @@ def plan(suite_name: str, backends: str | None, device: str, dtype: str | None,
 # and the flags a person types.
 PLAN_FLAGS = {"suite": "--suite", "backend": "--backend", "device": "--device", "dtype": "--dtype",
               "pass_": "--pass", "set_": "--set", "max_time": "--max-time", "rounds": "--rounds",
-              "threads": "--threads"}
+              "threads": "--threads", "backend_module": "--backend-module"}
 
 
 def from_command_line(ctx, given: dict) -> set[str]:

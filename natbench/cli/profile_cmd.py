@@ -17,7 +17,8 @@ def profile(backend: Annotated[str, typer.Option("--backend", "-b", help="The ba
             steps: Annotated[int, typer.Option(min=1, help="Active (recorded) steps, after 1 skipped and 2 warm-up steps.")] = 5,
             top: Annotated[int, typer.Option(min=1, help="Rows of the breakdown table.")] = 15,
             out: Annotated[Optional[Path], typer.Option(help="Output directory; default results/profiles/<backend>-<time>/.")] = None,
-            threads: options.Threads = None, json_: options.Json = False) -> None:
+            threads: options.Threads = None, backend_module: options.BackendModules = None,
+            json_: options.Json = False) -> None:
     """Profile one case (default: 56x56, K=7, 4 heads of 32, fp32; change it with --set)."""
     from natbench.console import Sink, profile_reconciliation, profile_table
     from natbench.env import RESULTS_DIR, cpu_threads
@@ -25,6 +26,7 @@ def profile(backend: Annotated[str, typer.Option("--backend", "-b", help="The ba
     from natbench.profiling import profile_case
     from natbench.suite import Suite, parse_set
 
+    options.load_plugins(backend_module, Sink(json_).warn)
     overrides = dict(parse_set(option) for option in set_ or [])
     swept = [axis for axis, values in overrides.items() if len(values) > 1]
     if swept:

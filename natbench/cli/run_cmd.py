@@ -18,7 +18,8 @@ def run(ctx: typer.Context, suite: options.Suite = "kernel-sizes", backend: opti
         resume: Annotated[bool, typer.Option(help="Continue --out with the plan it was recorded with (suite, backends, options), measuring only what is missing.")] = False,
         force: Annotated[bool, typer.Option(help="With --resume: accept options that differ from the file's recorded plan.")] = False,
         max_time: options.MaxTime = None, rounds: options.Rounds = None,
-        threads: options.Threads = None, json_: options.Json = False, quiet: options.Quiet = False) -> None:
+        threads: options.Threads = None, backend_module: options.BackendModules = None,
+        json_: options.Json = False, quiet: options.Quiet = False) -> None:
     """Run a suite: latency, memory, FLOPs and correctness per case and backend."""
     from natbench.console import RunWatch, Sink, run_report
     from natbench.env import RESULTS_DIR
@@ -26,7 +27,8 @@ def run(ctx: typer.Context, suite: options.Suite = "kernel-sizes", backend: opti
 
     sink = Sink(json_, quiet)
     given = {"suite": suite, "backend": backend, "device": device, "dtype": dtype, "pass_": pass_,
-             "set_": set_, "max_time": max_time, "rounds": rounds, "threads": threads}
+             "set_": set_, "max_time": max_time, "rounds": rounds, "threads": threads,
+             "backend_module": backend_module}
     if resume:
         if out is None:
             from natbench.errors import SuiteError
@@ -34,7 +36,8 @@ def run(ctx: typer.Context, suite: options.Suite = "kernel-sizes", backend: opti
             raise SuiteError("--resume needs --out FILE: the results file to continue.")
         given = options.resumed_plan(out, given, options.from_command_line(ctx, given), force)
     suite_obj, points, names, device_name = options.plan(given["suite"], given["backend"], given["device"],
-                                                         given["dtype"], given["pass_"], given["set_"])
+                                                         given["dtype"], given["pass_"], given["set_"],
+                                                         given["backend_module"], sink.warn)
     path = out or RESULTS_DIR / f"{suite_obj.name}-{device_name}-{datetime.now():%Y%m%d-%H%M%S}.jsonl"
     results = execute(suite_obj, points, names, device_name, path, resume,
                       options.policy(suite_obj, device_name, given["max_time"], given["rounds"],

@@ -10,6 +10,7 @@ from natbench.cli import options
 def verify(suite: options.Suite = "smoke", backend: options.Backends = None,
            device: options.Device = "auto", dtype: options.Dtype = None,
            pass_: options.Pass = None, set_: options.Sets = None,
+           backend_module: options.BackendModules = None,
            json_: options.Json = False, quiet: options.Quiet = False) -> None:
     """Check each backend's output against the reference (float64) on every case of a suite."""
     from rich.table import Table
@@ -20,7 +21,8 @@ def verify(suite: options.Suite = "smoke", backend: options.Backends = None,
     from natbench.runner import RunContext, run_pair
 
     sink = Sink(json_, quiet)
-    suite_obj, points, names, device_name = options.plan(suite, backend, device, dtype, pass_, set_)
+    suite_obj, points, names, device_name = options.plan(suite, backend, device, dtype, pass_, set_,
+                                                         backend_module, sink.warn)
     if backend is None:
         names = [n for n in backend_names() if n != "reference" and get_backend(n).unavailable_reason() is None]
     context = RunContext(suite_obj.policy(device_name))
