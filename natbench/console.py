@@ -157,8 +157,10 @@ def cell(row: dict | None) -> str:
     status = row["status"]
     if status == "skipped":
         return "[dim]skipped[/]"
-    if status in ("error", "oom"):
+    if status in ("error", "oom", "crashed"):
         return f"[red]{status}[/]"
+    if status == "timeout" and "latency_ms_median" not in row:  # killed with its worker
+        return "[yellow]timeout[/]"
     median = row["latency_ms_median"] * 1e-3
     half = (row["latency_ms_ci_high"] - row["latency_ms_ci_low"]) / 2 / row["latency_ms_median"]
     memory = f"\n[dim]{format_bytes(row.get('peak_memory_bytes'))}[/]"

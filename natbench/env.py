@@ -20,6 +20,9 @@ DEBUG = os.environ.get("NATBENCH_DEBUG") == "1"
 RESULTS_DIR = Path(os.environ.get("NATBENCH_RESULTS_DIR", "results/runs"))
 KEEP_MALLOC = os.environ.get("NATBENCH_KEEP_MALLOC") == "1"
 NO_MEMORY_LIMIT = os.environ.get("NATBENCH_NO_MEMORY_LIMIT") == "1"
+# Where measurements run: "process" (a supervised worker process, natbench/worker.py) or "none"
+# (this process: for a debugger, or tests that watch a fake backend's state).
+ISOLATION = os.environ.get("NATBENCH_ISOLATION", "process")
 # GitHub Actions' job summary file: `natbench gate` appends its Markdown summary there.
 GITHUB_STEP_SUMMARY = os.environ.get("GITHUB_STEP_SUMMARY")
 

@@ -130,12 +130,18 @@ def _is_oom(error: BaseException) -> bool:
     return "can't allocate memory" in text or "DefaultCPUAllocator" in text or "bad_alloc" in text
 
 
+def row_base(point: Point, backend_name: str) -> dict:
+    """The fields of a pair's row that say which pair it is."""
+    return {"record": "row", "backend": backend_name, "op": get_backend(backend_name).op,
+            "label": point.label, **point.case.to_record(), "case_key": point.case.key,
+            "status": "ok", "reason": None}
+
+
 def run_pair(point: Point, backend_name: str, context: RunContext, timed: bool = True) -> dict:
     """One result row. With `timed=False` only the correctness check runs (natbench verify)."""
     case = point.case
     backend = get_backend(backend_name)
-    record = {"record": "row", "backend": backend_name, "op": backend.op, "label": point.label,
-              **case.to_record(), "case_key": case.key, "status": "ok", "reason": None}
+    record = row_base(point, backend_name)
     try:
         case.validate()
     except InvalidProblemError as error:

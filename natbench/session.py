@@ -5,6 +5,7 @@ watcher (console.RunWatch) what it is doing, and returns the rows for the comman
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -15,31 +16,33 @@ from natbench.timing import TimingPolicy
 
 
 def execute(suite: Suite, points: list[Point], backends: list[str], device: str, path: Path,
-            resume: bool, policy: TimingPolicy, watch, plan: dict | None = None) -> list[dict]:
+            resume: bool, policy: TimingPolicy, watch, plan: dict | None = None,
+            retry_crashed: bool = False) -> list[dict]:
     """Measure every (case, backend) pair, appending each row to `path` as it finishes; returns
     every row of the file. `watch` hears of each step (console.RunWatch has the methods); `plan`,
     the options the run was asked with, goes into the header so that --resume continues it.
 
-    Ctrl-C stops the loop; everything finished is on disk and `--resume` continues it.
+    The measuring happens in a worker process (natbench/worker.py): a pair that kills it or
+    overruns its deadline becomes a `crashed` or `timeout` row, and a fresh worker goes on. A
+    resumed run leaves crashed pairs alone unless `retry_crashed`. Ctrl-C stops the loop;
+    everything finished is on disk and `--resume` continues it.
     """
     from natbench.backends import get_backend
-    from natbench.calibrate import calibrate, probe
-    from natbench.env import collect, cpu_threads, memory_cap, pin_allocator
+    from natbench.env import collect
     from natbench.runner import RunContext
+    from natbench.worker import executor, measuring_setup
 
-    allocator = pin_allocator()
-    with memory_cap(device) as cap, cpu_threads(policy.threads):
-        old = store.resumable(path, resume)
-        done = {store.row_key(r) for r in old.rows} if old else set()
+    old = store.resumable(path, resume)
+    done = {store.row_key(r) for r in old.rows if not (retry_crashed and r["status"] == "crashed")} if old else set()
+    with executor(measuring_setup(device, policy)) as worker:
         compile_s, prepared = _prepare([(p, b) for p in points for b in backends
-                                        if (p.case.key, b) not in done], watch)
+                                        if (p.case.key, b) not in done], watch, worker, policy)
         compiled = any(get_backend(b).needs_extension for b in backends)
         header = {**collect(device, suite.name, build_extension=compiled), "suite_file": str(suite.path),
                   "backends": backends, "policy": policy.__dict__, **prepared,
                   **({"plan": plan} if plan is not None else {})}
-        header["env"].update(allocator)
-        header["env"].update(cap)
-        writer = store.ResultsWriter(path, header, resume)
+        header["env"].update(worker.environment)
+        writer = store.ResultsWriter(path, header, resume, retry_crashed)
         context = RunContext(policy, compile_s=compile_s)
         todo = [(p, b) for p in points for b in backends if (p.case.key, b) not in writer.done]
         first = first_rounds([(p, b) for p in points for b in backends], policy)
@@ -47,23 +50,28 @@ def execute(suite: Suite, points: list[Point], backends: list[str], device: str,
                        header["env"]["torch_threads"], len(todo), path)
         rows = []
         try:
-            for dtype in sorted({p.case.dtype for p, _ in todo}):
+            dtypes = sorted({p.case.dtype for p, _ in todo})
+            for dtype in dtypes:
                 if (device, dtype) not in writer.calibrations:
                     watch.calibrating(device, dtype)
-                    writer.write(calibrate(device, dtype).to_record())
+                    writer.write(worker.call("calibrate", device, dtype,
+                                             timeout=policy.call_timeout_s + _CALIBRATION_S))
             context.calibrations = writer.calibrations
+            worker.call("context", compile_s, writer.calibrations)
             with watch.progress(len(todo) * policy.rounds) as advance:
                 for round_ in range(policy.rounds):
-                    for dtype in sorted({p.case.dtype for p, _ in todo}):
-                        writer.write(probe(device, dtype, round_))
+                    for dtype in dtypes:
+                        writer.write(worker.call("probe", device, dtype, round_,
+                                                 timeout=policy.call_timeout_s + _CALIBRATION_S))
                     for point, backend in round_order(todo, round_):
-                        row = _step(point, backend, round_, writer, context,
+                        row = _step(point, backend, round_, writer, context, worker,
                                     first.get((point.case.key, backend), 0))
                         if row is not None:
                             rows.append(row)
                             watch.finished(row)
                         advance(f"round {round_ + 1}: {backend} {point.label or ''} {point.case.key}")
         except KeyboardInterrupt:
+            worker.kill()
             writer.close()
             pending = sum(len(r) for key, r in writer.rounds.items() if key not in writer.done)
             command = (f"natbench run --out {path} --resume" if plan is not None else
@@ -74,23 +82,31 @@ def execute(suite: Suite, points: list[Point], backends: list[str], device: str,
     return store.load(path).rows
 
 
-def _prepare(pairs: list[tuple[Point, str]], watch) -> tuple[dict, dict]:
-    """Compile ahead what the backends compile on a first call (flex) while the extension builds
-    in a child process: on a 2-core CPU both take about a minute when cold, one core each. Returns
-    the seconds per pair and the header's record of the phase (nothing when no backend compiles:
-    the header's environment then builds the extension if a backend needs it)."""
+def _prepare(pairs: list[tuple[Point, str]], watch, worker, policy: TimingPolicy) -> tuple[dict, dict]:
+    """Compile ahead, in the worker, what the backends compile on a first call (flex) while the
+    extension builds in a child process: on a 2-core CPU both take about a minute when cold, one
+    core each. Returns the seconds per pair and the header's record of the phase (nothing when no
+    backend compiles: the header's environment then builds the extension if a backend needs
+    it). A pair whose compile kills the worker or overruns --call-timeout is left for its
+    measurement to record."""
     from natbench.backends import get_backend
     from natbench.extension import start_build
-    from natbench.runner import compile_ahead
+    from natbench.worker import WorkerDied, WorkerTimeout
 
-    names = sorted({b for _, b in pairs if get_backend(b).compiles})
-    if not names:
+    compiling = [(p, b) for p, b in pairs if get_backend(b).compiles]
+    if not compiling:
         return {}, {}
+    names = sorted({b for _, b in compiling})
     building = any(get_backend(b).needs_extension for _, b in pairs)
     watch.preparing(names, building)
     begin = timing.CLOCK.now()
     build = start_build() if building else None
-    compile_s = compile_ahead(pairs)
+    compile_s = {}
+    for pair in compiling:
+        try:
+            compile_s.update(worker.call("compile_ahead", [pair], timeout=policy.call_timeout_s))
+        except (WorkerDied, WorkerTimeout):
+            worker.restart()
     compiled = timing.CLOCK.now() - begin
     if build is not None:
         build.wait()
@@ -98,30 +114,47 @@ def _prepare(pairs: list[tuple[Point, str]], watch) -> tuple[dict, dict]:
                                    "wall_s": timing.CLOCK.now() - begin}}
 
 
-def _step(point: Point, backend: str, round_: int, writer: store.ResultsWriter, context,
+# The calibration's own time budget (calibrate.py: two measurements of at most 2.2 s each), beyond
+# which its deadline adds --call-timeout.
+_CALIBRATION_S = 5.0
+# An error that leaves a CUDA context unusable for anything after it: the worker is replaced.
+_STICKY = re.compile(r"illegal memory access|device-side assert|CUDA error: (unspecified launch failure|"
+                     r"an illegal instruction)|cudaErrorIllegalAddress", re.IGNORECASE)
+
+
+def _step(point: Point, backend: str, round_: int, writer: store.ResultsWriter, context, worker,
           first_round: int = 0) -> dict | None:
     """Measure one round of a pair (unless it is on disk already); returns its row when done.
 
     Rounds are interleaved over the whole suite: round 2 of the first case runs minutes after
     round 1, so the machine's drift shows in the spread between rounds. A pair too slow for every
     round within its time budget has its rounds spread over the run, and is first measured in
-    `first_round` (schedule.py says which rounds).
+    `first_round` (schedule.py says which rounds). A round that kills the worker is a `crashed`
+    round, one that overruns the budget by --call-timeout a `timeout` round; either ends the pair.
     """
-    from natbench.env import cpu_usage, load_between
-    from natbench.runner import merge_rounds, run_pair, time_again
+    from natbench.runner import merge_rounds, row_base
+    from natbench.worker import WorkerDied, WorkerTimeout
 
     key = (point.case.key, backend)
     rounds = writer.rounds.setdefault(key, [])
     total = context.policy.rounds
-    if key in writer.done or not due(rounds, round_, first_round,
-                                     context.policy.for_backend(backend).rounds, total):
+    own = context.policy.for_backend(backend)
+    if key in writer.done or not due(rounds, round_, first_round, own.rounds, total):
         return None
     started_at = time.time()
-    begin, usage = timing.CLOCK.now(), cpu_usage()
-    record = run_pair(point, backend, context) if not rounds else \
-        {**rounds[0], **time_again(point, backend, context, planned(rounds, total))}
-    record.update(record="round", round=round_, started_at=started_at,
-                  round_s=timing.CLOCK.now() - begin, **load_between(usage, cpu_usage()))
+    begin = timing.CLOCK.now()
+    deadline = own.max_time_s + own.call_timeout_s
+    try:
+        record = worker.call("run_pair", point, backend, timeout=deadline) if not rounds else \
+            {**rounds[0], **worker.call("time_again", point, backend, planned(rounds, total), timeout=deadline)}
+    except (WorkerDied, WorkerTimeout) as failure:
+        worker.restart()
+        record = {**(rounds[0] if rounds else row_base(point, backend)),
+                  "status": "timeout" if isinstance(failure, WorkerTimeout) else "crashed",
+                  "reason": str(failure)}
+    if record["status"] == "error" and _STICKY.search(record.get("reason") or ""):
+        worker.restart()
+    record.update(record="round", round=round_, started_at=started_at, round_s=timing.CLOCK.now() - begin)
     writer.write(record)
     rounds.append(record)
     if record["status"] != "ok" or len(rounds) >= planned(rounds, total):

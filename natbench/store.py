@@ -70,16 +70,18 @@ def load(path: str | Path) -> Results:
         records = [_UPGRADES[version](r) for r in records]
         version += 1
     results = Results(path, records[0], torn_lines=torn)
+    rows: dict[tuple[str, str], dict] = {}
     for record in records[1:]:
         kind = record.get("record")
         if kind == "row":
-            results.rows.append(record)
+            rows[row_key(record)] = record  # a pair measured again (--retry-crashed) supersedes
         elif kind == "calibration":
             results.calibrations.append(record)
         elif kind == "probe":
             results.probes.append(record)
         elif kind == "round":
             results.rounds.append(record)
+    results.rows = list(rows.values())
     return results
 
 
@@ -107,7 +109,7 @@ def resumable(path: str | Path, resume: bool) -> Results | None:
 class ResultsWriter:
     """Appends records to a JSON Lines file, flushing each to disk as it is written."""
 
-    def __init__(self, path: str | Path, header: dict, resume: bool = False):
+    def __init__(self, path: str | Path, header: dict, resume: bool = False, retry_crashed: bool = False):
         self.path = Path(path)
         self.done: set[tuple[str, str]] = set()
         self.calibrations: dict[tuple[str, str], dict] = {}  # (device, dtype) -> record
@@ -118,10 +120,11 @@ class ResultsWriter:
             if differ:
                 raise ResultsError(f"{self.path} was recorded on another setup ({'; '.join(differ)}); "
                                    f"resume it there, or --out a new file.")
-            self.done = {row_key(r) for r in old.rows}
+            retried = {row_key(r) for r in old.rows if retry_crashed and r["status"] == "crashed"}
+            self.done = {row_key(r) for r in old.rows} - retried
             self.calibrations = {(c["device"], c["dtype"]): c for c in old.calibrations}
             for record in old.rounds:
-                if row_key(record) not in self.done:
+                if row_key(record) not in self.done | retried:
                     self.rounds.setdefault(row_key(record), []).append(record)
             self._file = self.path.open("a")
             if old.torn_lines:

@@ -59,6 +59,11 @@ class TimingPolicy:
     # machine stalls every call; with one thread the round medians wander by 1-3% instead of
     # 10-20% (docs/methodology.md).
     threads: int | str = 1
+    # The longest a measuring worker may take beyond a pair's sampling budget before it is killed
+    # and the round recorded as a `timeout`: one call, or a round's set-up (bind, check, memory
+    # pass). No healthy case here comes near it: the slowest calls of the shipped suites on a
+    # 2-core CPU take 20 s.
+    call_timeout_s: float = 120.0
     # Per backend, other values of the fields above except threads (one count serves a whole
     # run), e.g. {"natten-lib": {"max_time_s": 2.5, "rounds": 1}}: a suite gives a backend that is
     # 1000x slower than the rest the budget a CI needs, without giving it to every pair.

@@ -7,6 +7,7 @@ EXTENDED = os.environ.get("NATBENCH_EXTENDED_TESTS") == "1"
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "extended: long sweeps, run with NATBENCH_EXTENDED_TESTS=1")
+    config.addinivalue_line("markers", "worker: measures in worker processes, as natbench does by default")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -16,6 +17,31 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "extended" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def in_process(request, monkeypatch):
+    """Measurements run in the test's own process (NATBENCH_ISOLATION=none), where fake backends,
+    a fake clock and stubs are in place; tests marked `worker` measure in worker processes."""
+    if "worker" not in request.keywords:
+        from natbench import env
+
+        monkeypatch.setattr(env, "ISOLATION", "none")
+
+
+@pytest.fixture(autouse=True)
+def fresh_plugins(monkeypatch):
+    """Each test starts with no plugins loaded and loads its own: a crashing plugin of one test
+    must not stay registered for the next."""
+    from natbench import backends
+
+    plugins = {}
+    monkeypatch.setattr(backends, "_plugins", plugins)
+    monkeypatch.setattr(backends, "_problems", [])
+    monkeypatch.setattr(backends, "_loaded", {backends.ENTRY_POINT_GROUP})
+    yield
+    for name in plugins:
+        backends._instances.pop(name, None)
 
 
 @pytest.fixture

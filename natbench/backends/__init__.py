@@ -90,8 +90,9 @@ def _classes_of(spec: str) -> list:
         module = import_module(module_name)
         if attribute:
             return [getattr(module, attribute)]
+    # Classes with a name of their own: a shared base class in the module is not a backend.
     return [value for value in vars(module).values() if isinstance(value, type)
-            and issubclass(value, Backend) and value is not Backend
+            and issubclass(value, Backend) and value is not Backend and hasattr(value, "name")
             and value.__module__ == module.__name__]
 
 
@@ -110,6 +111,11 @@ def _register(cls, where: str) -> None:
         if not hasattr(cls, attribute):
             setattr(cls, attribute, default)
     _plugins[cls.name] = (cls, where)
+
+
+def loaded_modules() -> list[str]:
+    """The --backend-module specs loaded in this process (a worker process loads them again)."""
+    return sorted(spec for spec in _loaded if spec != ENTRY_POINT_GROUP)
 
 
 def backend_names() -> list[str]:

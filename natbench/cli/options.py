@@ -17,6 +17,7 @@ Pass = Annotated[Optional[str], typer.Option("--pass", help="fwd, bwd or fwdbwd 
 Sets = Annotated[Optional[list[str]], typer.Option("--set", help="AXIS=v1,v2: override or sweep any axis; per-axis values as 56x48.")]
 MaxTime = Annotated[Optional[float], typer.Option(help="Hard maximum seconds of sampling per case and backend, all rounds together.")]
 Rounds = Annotated[Optional[int], typer.Option(min=1, help="Rounds per case, spread over the run (default 8; the suite may set its own); a row's median and CI come from its round medians.")]
+CallTimeout = Annotated[Optional[float], typer.Option(help="Seconds a measuring worker may run past a pair's budget (one call, or a round's set-up) before it is killed and the round recorded as a timeout; default 120.")]
 Threads = Annotated[Optional[str], typer.Option(help="torch's CPU threads while timing: a count, or auto for torch's default (one per physical core). Default 1 (the suite may set its own).")]
 BackendModules = Annotated[Optional[list[str]], typer.Option("--backend-module", help="Load plugin backends from path/to/file.py or package.module[:Class] (repeatable); installed packages' natbench.backends entry points load by themselves. docs/plugins.md.")]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON only, on stdout.")]
@@ -33,13 +34,15 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def policy(suite, device: str, max_time: float | None, rounds: int | None, threads_: str | None):
-    """The suite's timing policy on `device` with the command line's --max-time, --rounds and
-    --threads."""
-    if max_time is not None and not (math.isfinite(max_time) and max_time > 0):
-        raise SuiteError(f"--max-time {max_time:g}: use a positive number of seconds per case and "
-                         f"backend, e.g. --max-time 2.")
-    return suite.policy(device, max_time_s=max_time, rounds=rounds, threads=threads(threads_))
+def policy(suite, device: str, max_time: float | None, rounds: int | None, threads_: str | None,
+           call_timeout: float | None = None):
+    """The suite's timing policy on `device` with the command line's --max-time, --rounds,
+    --threads and --call-timeout."""
+    for flag, value in (("--max-time", max_time), ("--call-timeout", call_timeout)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise SuiteError(f"{flag} {value:g}: use a positive number of seconds, e.g. {flag} 2.")
+    return suite.policy(device, max_time_s=max_time, rounds=rounds, threads=threads(threads_),
+                        call_timeout_s=call_timeout)
 
 
 def threads(value: str | None) -> int | str | None:
@@ -104,7 +107,8 @@ def plan(suite_name: str, backends: str | None, device: str, dtype: str | None,
 # and the flags a person types.
 PLAN_FLAGS = {"suite": "--suite", "backend": "--backend", "device": "--device", "dtype": "--dtype",
               "pass_": "--pass", "set_": "--set", "max_time": "--max-time", "rounds": "--rounds",
-              "threads": "--threads", "backend_module": "--backend-module"}
+              "threads": "--threads", "backend_module": "--backend-module",
+              "call_timeout": "--call-timeout"}
 
 
 def from_command_line(ctx, given: dict) -> set[str]:

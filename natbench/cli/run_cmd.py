@@ -17,8 +17,10 @@ def run(ctx: typer.Context, suite: options.Suite = "kernel-sizes", backend: opti
         out: Annotated[Optional[Path], typer.Option(help="Results file (JSON Lines); default under results/runs/.")] = None,
         resume: Annotated[bool, typer.Option(help="Continue --out with the plan it was recorded with (suite, backends, options), measuring only what is missing.")] = False,
         force: Annotated[bool, typer.Option(help="With --resume: accept options that differ from the file's recorded plan.")] = False,
+        retry_crashed: Annotated[bool, typer.Option(help="With --resume: measure again the pairs whose worker crashed.")] = False,
         max_time: options.MaxTime = None, rounds: options.Rounds = None,
-        threads: options.Threads = None, backend_module: options.BackendModules = None,
+        threads: options.Threads = None, call_timeout: options.CallTimeout = None,
+        backend_module: options.BackendModules = None,
         json_: options.Json = False, quiet: options.Quiet = False) -> None:
     """Run a suite: latency, memory, FLOPs and correctness per case and backend."""
     from natbench.console import RunWatch, Sink, run_report
@@ -28,7 +30,7 @@ def run(ctx: typer.Context, suite: options.Suite = "kernel-sizes", backend: opti
     sink = Sink(json_, quiet)
     given = {"suite": suite, "backend": backend, "device": device, "dtype": dtype, "pass_": pass_,
              "set_": set_, "max_time": max_time, "rounds": rounds, "threads": threads,
-             "backend_module": backend_module}
+             "backend_module": backend_module, "call_timeout": call_timeout}
     if resume:
         if out is None:
             from natbench.errors import SuiteError
@@ -41,8 +43,8 @@ def run(ctx: typer.Context, suite: options.Suite = "kernel-sizes", backend: opti
     path = out or RESULTS_DIR / f"{suite_obj.name}-{device_name}-{datetime.now():%Y%m%d-%H%M%S}.jsonl"
     results = execute(suite_obj, points, names, device_name, path, resume,
                       options.policy(suite_obj, device_name, given["max_time"], given["rounds"],
-                                     given["threads"]),
-                      RunWatch(sink), plan=given)
+                                     given["threads"], given["call_timeout"]),
+                      RunWatch(sink), plan=given, retry_crashed=retry_crashed)
     run_report(results, names, f"{suite_obj.name} on {device_name}: median latency ±95% CI "
                f"half-width, peak extra memory", sink)
     sink.info(f"results: {path}")

@@ -18,24 +18,33 @@ def verify(suite: options.Suite = "smoke", backend: options.Backends = None,
     from natbench.backends import backend_names, get_backend
     from natbench.console import Sink
     from natbench.errors import CheckFailedError
-    from natbench.runner import RunContext, run_pair
+    from natbench.runner import row_base
+    from natbench.worker import WorkerDied, WorkerTimeout, executor, measuring_setup
 
     sink = Sink(json_, quiet)
     suite_obj, points, names, device_name = options.plan(suite, backend, device, dtype, pass_, set_,
                                                          backend_module, sink.warn)
     if backend is None:
         names = [n for n in backend_names() if n != "reference" and get_backend(n).unavailable_reason() is None]
-    context = RunContext(suite_obj.policy(device_name))
+    policy = suite_obj.policy(device_name)
     rows = []
-    with sink.progress(len(points) * len(names)) as advance:
+    # in a worker process, as a run measures: a backend that crashes it is a `crashed` row
+    with executor(measuring_setup(device_name, policy)) as worker, \
+            sink.progress(len(points) * len(names)) as advance:
         for point in points:
             for name in names:
-                rows.append(run_pair(point, name, context, timed=False))
+                try:
+                    rows.append(worker.call("check", point, name, timeout=policy.call_timeout_s))
+                except (WorkerDied, WorkerTimeout) as failure:
+                    worker.restart()
+                    rows.append({**row_base(point, name), "reason": str(failure),
+                                 "status": "timeout" if isinstance(failure, WorkerTimeout) else "crashed"})
                 advance(f"{name} {point.case.key}")
     table = Table(title=f"verify {suite_obj.name}", title_justify="left")
     for column in ("backend", "case", "status", "max abs error", "tolerance", "check"):
         table.add_column(column)
-    failures = [r for r in rows if r["status"] in ("error", "oom") or r.get("check") == "fail"]
+    failures = [r for r in rows if r["status"] in ("error", "oom", "crashed", "timeout")
+                or r.get("check") == "fail"]
     for row in rows:
         error = row.get("max_abs_error")
         table.add_row(row["backend"], row["case_key"], row["status"],

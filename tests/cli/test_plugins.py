@@ -49,15 +49,6 @@ BROKEN = {
 CASE = ["--suite", "smoke", "--device", "cpu", "--set", "resolution=8", "--set", "kernel_size=3", "--pass", "fwd"]
 
 
-@pytest.fixture(autouse=True)
-def fresh_registry(monkeypatch):
-    """Each test loads its plugins into an empty plugin registry."""
-    monkeypatch.setattr(backends, "_plugins", {})
-    monkeypatch.setattr(backends, "_problems", [])
-    monkeypatch.setattr(backends, "_loaded", {backends.ENTRY_POINT_GROUP})
-    monkeypatch.setattr(backends, "_instances", {})
-
-
 @pytest.fixture
 def plugin_files(tmp_path):
     (tmp_path / "good.py").write_text(GOOD)
