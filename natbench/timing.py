@@ -73,6 +73,8 @@ class TimingPolicy:
         if self.threads != "auto" and (type(self.threads) is not int or self.threads < 1):
             raise SuiteError(f"threads {self.threads!r}: use a positive count, or \"auto\" for "
                              f"torch's default (one per physical core).")
+        if not isinstance(self.call_timeout_s, (int, float)) or not self.call_timeout_s > 0:
+            raise SuiteError(f"call_timeout_s {self.call_timeout_s!r}: use a positive number of seconds.")
         if type(self.min_rounds) is not int or self.min_rounds < 1:
             raise SuiteError(f"min_rounds {self.min_rounds!r}: use a positive count of rounds "
                              f"(1, the default, gives a slow pair the rounds that fit).")
