@@ -45,6 +45,22 @@ def test_a_killed_runs_torn_line_is_dropped_and_resume_continues(tmp_path):
     assert store.load(path).torn_lines == 0
 
 
+def test_a_resume_leaves_crashed_pairs_alone_unless_asked_and_a_new_row_supersedes(tmp_path):
+    path = tmp_path / "r.jsonl"
+    writer = store.ResultsWriter(path, HEADER)
+    writer.write({"record": "round", "case_key": "a", "backend": "torch", "round": 0, "status": "crashed"})
+    writer.write({**_row("a"), "status": "crashed", "reason": "the worker died: signal 11 (SIGSEGV)"})
+    writer.write(_row("b"))
+    writer.close()
+    assert store.ResultsWriter(path, HEADER, resume=True).done == {("a", "torch"), ("b", "torch")}
+    retry = store.ResultsWriter(path, HEADER, resume=True, retry_crashed=True)
+    assert retry.done == {("b", "torch")} and retry.rounds == {}  # measured afresh
+    retry.write(_row("a"))
+    retry.close()
+    rows = store.load(path).rows
+    assert [(r["case_key"], r["status"]) for r in rows] == [("a", "ok"), ("b", "ok")]
+
+
 def test_existing_file_needs_resume_and_a_matching_setup(tmp_path):
     path = tmp_path / "r.jsonl"
     store.ResultsWriter(path, HEADER).close()
