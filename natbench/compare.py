@@ -14,8 +14,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from natbench.verdict import (FASTER, SAME, SLOWER, UNKNOWN, Decision, Drift, calibration_ratio,
-                              chance_calls, decide, drift_factors)
+from natbench.verdict import (FASTER, SAME, SLOWER, UNKNOWN, Decision, Drift, chance_calls, decide,
+                              drift_between)
 
 
 @dataclass
@@ -28,17 +28,19 @@ class Pair:
     b: dict | None
     verdict: str = UNKNOWN
     reason: str | None = None
-    ratio: float | None = None
-    ratio_low: float | None = None
-    ratio_high: float | None = None
-    p_value: float | None = None
-    test: str | None = None
     memory_ratio: float | None = None
-    decision: Decision | None = None
+    decision: Decision | None = None  # the rule's answer, when both sides could be judged
 
     @property
     def any_row(self) -> dict:
         return self.a or self.b
+
+    # The ratio B/A, its CI, the test and its p-value: the decision's, or None without one.
+    ratio = property(lambda self: self.decision and self.decision.ratio)
+    ratio_low = property(lambda self: self.decision and self.decision.ratio_low)
+    ratio_high = property(lambda self: self.decision and self.decision.ratio_high)
+    p_value = property(lambda self: self.decision and self.decision.p_value)
+    test = property(lambda self: self.decision and self.decision.test)
 
     def to_record(self) -> dict:
         def side(row):
@@ -115,10 +117,8 @@ def judge(pair: Pair, a_name: str, b_name: str, same_run: bool, b_factor: float 
     if reason:
         pair.verdict, pair.reason = UNKNOWN, reason
         return pair
-    d = decide(pair.a, pair.b, same_run, b_factor)
-    pair.decision = d
-    pair.verdict, pair.reason, pair.ratio, pair.ratio_low, pair.ratio_high, pair.p_value, pair.test = (
-        d.verdict, d.reason, d.ratio, d.ratio_low, d.ratio_high, d.p_value, d.test)
+    pair.decision = decide(pair.a, pair.b, same_run, b_factor)
+    pair.verdict, pair.reason = pair.decision.verdict, pair.decision.reason
     if pair.a.get("peak_memory_bytes") and pair.b.get("peak_memory_bytes") is not None:
         pair.memory_ratio = pair.b["peak_memory_bytes"] / pair.a["peak_memory_bytes"]
     return pair
@@ -161,27 +161,17 @@ def compare_backends(rows: list[dict], baseline: str, candidates: list[str]) -> 
     return comparisons
 
 
-def _usable(row: dict | None) -> bool:
-    return row is not None and _unusable(row, "") is None
-
-
 def compare_runs(a, b, a_name: str, b_name: str, correct_drift: bool = True) -> list[Comparison]:
     """The same backends in two loaded runs, case by case; one comparison per backend in either
     run. With `correct_drift`, each backend's second-run latencies are divided by its drift
-    (verdict.drift_factors: the other backends' shift, bounded by the calibration)."""
+    (verdict.drift_between: the other backends' shift, bounded by the calibration)."""
     def index(rows):
         return {(r["case_key"], r["backend"]): r for r in rows}
 
     rows_a, rows_b = index(a.rows), index(b.rows)
     backends = list(dict.fromkeys(r["backend"] for r in [*a.rows, *b.rows]))
     keys = list(dict.fromkeys(r["case_key"] for r in [*a.rows, *b.rows]))
-    drifts = {}
-    if correct_drift:
-        ratios = {name: [rows_b[k, name]["latency_ms_median"] / rows_a[k, name]["latency_ms_median"]
-                         for k in keys if _usable(rows_a.get((k, name))) and _usable(rows_b.get((k, name)))]
-                  for name in backends}
-        drifts = drift_factors({name: values for name, values in ratios.items() if values},
-                               calibration_ratio(a.calibrations, b.calibrations, a.probes, b.probes))
+    drifts = drift_between(a, b) if correct_drift else {}
     comparisons = []
     for backend in backends:
         drift = drifts.get(backend)

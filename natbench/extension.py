@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from natbench.paths import CSRC, PACKAGE_ROOT
+from natbench.paths import CSRC, child_python
 
 NAME = "natbench_ext"
 STAMP = "natbench-build.json"
@@ -181,8 +181,7 @@ _BUILD_CODE = "from natbench.extension import build; build()"
 def start_build() -> subprocess.Popen:
     """build() in a child process, so that this one can do other work meanwhile (compiling flex
     takes about as long on a 2-core CPU); a later build() here finds it done and only loads it,
-    or fails the same way and says why. The child runs in the folder that holds this natbench,
-    so that it imports this one (`python -c` looks in its working folder first): another
-    checkout's sources would make a different build, which this process would then redo."""
-    return subprocess.Popen([sys.executable, "-c", _BUILD_CODE], cwd=PACKAGE_ROOT.parent,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    or fails the same way and says why. The child imports this natbench (paths.child_python):
+    another checkout's sources would make a different build, which this process would redo."""
+    return subprocess.Popen(child_python(_BUILD_CODE), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)

@@ -12,7 +12,7 @@ Rules (each finding names its row):
   Faster by as much is reported as an improvement and never fails.
 - drift correction (on by default): a shared machine drifts as a whole between runs (whole runs
   of unchanged code come out 10-30% slower than their baseline on a 2-core VM, every row alike).
-  A backend's rows are divided by its drift (`verdict.drift_factors`): the median ratio of the
+  A backend's rows are divided by its drift (`verdict.drift_between`): the median ratio of the
   other backends' rows, bounded by the runs' matmul calibration; with no other backend, the
   calibration. A backend's own slowdown never divides itself out, and a change that slows every
   backend alike is bounded by the calibration.
@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, field
 
 from natbench.errors import ResultsError
 from natbench.stats import latency_fields
-from natbench.verdict import SLOWER, FASTER, UNKNOWN, Drift, calibration_ratio, decide, drift_factors
+from natbench.verdict import FASTER, SLOWER, UNKNOWN, Drift, decide, drift_between
 
 
 @dataclass(frozen=True)
@@ -181,17 +181,10 @@ def gate(baseline, current, thresholds: Thresholds, normalize: bool = False,
     """All findings of the current results against the baseline results (both loaded)."""
     base_rows = {(r["case_key"], r["backend"]): r for r in baseline.rows}
     cur_rows = {(r["case_key"], r["backend"]): r for r in current.rows}
-    usable = {k: (b, cur_rows[k]) for k, b in base_rows.items() if b["status"] == "ok" and
-              k in cur_rows and cur_rows[k]["status"] == "ok" and cur_rows[k].get("check") != "fail"}
-    units = {k: _units(baseline, current, b, c, normalize) for k, (b, c) in usable.items()}
-    drifts = {}
-    if correct_drift:
-        ratios: dict[str, list[float]] = {}
-        for k, (b, c) in usable.items():
-            ratios.setdefault(k[1], []).append(c["latency_ms_median"] / b["latency_ms_median"] * units[k])
-        machine = 1.0 if normalize else calibration_ratio(baseline.calibrations, current.calibrations,
-                                                          baseline.probes, current.probes)
-        drifts = drift_factors(ratios, machine)
+    def units(base_row: dict, cur_row: dict) -> float:
+        return _units(baseline, current, base_row, cur_row, normalize)
+
+    drifts = drift_between(baseline, current, units, normalize) if correct_drift else {}
     result = GateResult(str(baseline.path), str(current.path), normalize, drifts)
     add = result.findings.append
     for (key, backend), base in base_rows.items():
@@ -211,9 +204,7 @@ def gate(baseline, current, thresholds: Thresholds, normalize: bool = False,
             add(Finding(key, backend, "status", "regression", "ok", cur["status"], None, None, None,
                         f"was ok, now {cur['status']}: {cur.get('reason')}"))
             continue
-        add(_latency(key, backend, base, cur, thresholds, normalize,
-                     units.get((key, backend), _units(baseline, current, base, cur, normalize)),
-                     drifts.get(backend)))
+        add(_latency(key, backend, base, cur, thresholds, normalize, units(base, cur), drifts.get(backend)))
         for metric, field_name, threshold in (("memory", "peak_memory_bytes", thresholds.memory),
                                               ("flops", "flops", thresholds.flops)):
             finding = _deterministic(key, backend, metric, base.get(field_name), cur.get(field_name), threshold)
@@ -253,22 +244,10 @@ def repeat_spread(row: dict) -> float:
 
 
 def _repeat_drifts(repeats: list) -> list[dict[str, float]]:
-    """Per repeat, per backend, its drift from the first repeat (verdict.drift_factors): a
+    """Per repeat, per backend, its drift from the first repeat (verdict.drift_between): a
     baseline's repeats see the machine in different states, which its noise floor must not
     count as the row's own spread."""
-    first = repeats[0]
-    out = []
-    for results in repeats:
-        ratios: dict[str, list[float]] = {}
-        medians = {(r["case_key"], r["backend"]): r["latency_ms_median"] for r in results.rows
-                   if r["status"] == "ok"}
-        for row in first.rows:
-            key = (row["case_key"], row["backend"])
-            if row["status"] == "ok" and key in medians:
-                ratios.setdefault(row["backend"], []).append(medians[key] / row["latency_ms_median"])
-        machine = calibration_ratio(first.calibrations, results.calibrations, first.probes, results.probes)
-        out.append({b: d.factor for b, d in drift_factors(ratios, machine).items()})
-    return out
+    return [{b: d.factor for b, d in drift_between(repeats[0], results).items()} for results in repeats]
 
 
 def merge_repeats(repeats: list) -> tuple[dict, list[dict], list[dict]]:

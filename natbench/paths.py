@@ -7,6 +7,7 @@ finds its suites and builds its kernels wherever it runs.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
@@ -19,3 +20,10 @@ def _shipped(name: str) -> Path:
 
 SUITES = _shipped("suites")
 CSRC = _shipped("csrc")
+
+
+def child_python(code: str) -> list[str]:
+    """The command line of a Python child process that runs `code` with this natbench first on
+    its path: another checkout in the child's working folder would otherwise be imported
+    instead (`python -c` looks there first)."""
+    return [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(PACKAGE_ROOT.parent)!r}); {code}"]

@@ -5,7 +5,6 @@ watcher (console.RunWatch) what it is doing, and returns the rows for the comman
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 
@@ -33,7 +32,7 @@ def execute(suite: Suite, points: list[Point], backends: list[str], device: str,
     from natbench.worker import executor, measuring_setup
 
     old = store.resumable(path, resume)
-    done = {store.row_key(r) for r in old.rows if not (retry_crashed and r["status"] == "crashed")} if old else set()
+    done = store.finished(old, retry_crashed) if old else set()
     with executor(measuring_setup(device, policy)) as worker:
         compile_s, prepared = _prepare([(p, b) for p in points for b in backends
                                         if (p.case.key, b) not in done], watch, worker, policy)
@@ -49,20 +48,19 @@ def execute(suite: Suite, points: list[Point], backends: list[str], device: str,
         watch.starting(suite.name, len(points), len(backends), device, policy.rounds,
                        header["env"]["torch_threads"], len(todo), path)
         rows = []
+        calibration_deadline = policy.call_timeout_s + _CALIBRATION_S
         try:
             dtypes = sorted({p.case.dtype for p, _ in todo})
             for dtype in dtypes:
                 if (device, dtype) not in writer.calibrations:
                     watch.calibrating(device, dtype)
-                    writer.write(worker.call("calibrate", device, dtype,
-                                             timeout=policy.call_timeout_s + _CALIBRATION_S))
+                    writer.write(worker.call("calibrate", device, dtype, timeout=calibration_deadline))
             context.calibrations = writer.calibrations
             worker.call("context", compile_s, writer.calibrations)
             with watch.progress(len(todo) * policy.rounds) as advance:
                 for round_ in range(policy.rounds):
                     for dtype in dtypes:
-                        writer.write(worker.call("probe", device, dtype, round_,
-                                                 timeout=policy.call_timeout_s + _CALIBRATION_S))
+                        writer.write(worker.call("probe", device, dtype, round_, timeout=calibration_deadline))
                     for point, backend in round_order(todo, round_):
                         row = _step(point, backend, round_, writer, context, worker,
                                     first.get((point.case.key, backend), 0))
@@ -117,9 +115,6 @@ def _prepare(pairs: list[tuple[Point, str]], watch, worker, policy: TimingPolicy
 # The calibration's own time budget (calibrate.py: two measurements of at most 2.2 s each), beyond
 # which its deadline adds --call-timeout.
 _CALIBRATION_S = 5.0
-# An error that leaves a CUDA context unusable for anything after it: the worker is replaced.
-_STICKY = re.compile(r"illegal memory access|device-side assert|CUDA error: (unspecified launch failure|"
-                     r"an illegal instruction)|cudaErrorIllegalAddress", re.IGNORECASE)
 
 
 def _step(point: Point, backend: str, round_: int, writer: store.ResultsWriter, context, worker,
@@ -133,7 +128,7 @@ def _step(point: Point, backend: str, round_: int, writer: store.ResultsWriter, 
     round, one that overruns the budget by --call-timeout a `timeout` round; either ends the pair.
     """
     from natbench.runner import merge_rounds, row_base
-    from natbench.worker import WorkerDied, WorkerTimeout
+    from natbench.worker import measure
 
     key = (point.case.key, backend)
     rounds = writer.rounds.setdefault(key, [])
@@ -144,16 +139,11 @@ def _step(point: Point, backend: str, round_: int, writer: store.ResultsWriter, 
     started_at = time.time()
     begin = timing.CLOCK.now()
     deadline = own.max_time_s + own.call_timeout_s
-    try:
-        record = worker.call("run_pair", point, backend, timeout=deadline) if not rounds else \
-            {**rounds[0], **worker.call("time_again", point, backend, planned(rounds, total), timeout=deadline)}
-    except (WorkerDied, WorkerTimeout) as failure:
-        worker.restart()
-        record = {**(rounds[0] if rounds else row_base(point, backend)),
-                  "status": "timeout" if isinstance(failure, WorkerTimeout) else "crashed",
-                  "reason": str(failure)}
-    if record["status"] == "error" and _STICKY.search(record.get("reason") or ""):
-        worker.restart()
+    if rounds:
+        record = {**rounds[0], **measure(worker, "time_again", point, backend, planned(rounds, total),
+                                         row={}, timeout=deadline)}
+    else:
+        record = measure(worker, "run_pair", point, backend, row=row_base(point, backend), timeout=deadline)
     record.update(record="round", round=round_, started_at=started_at, round_s=timing.CLOCK.now() - begin)
     writer.write(record)
     rounds.append(record)

@@ -60,8 +60,7 @@ def load(path: str | Path) -> Results:
                 continue
             raise ResultsError(f"{path}:{number}: not a JSON record; the file is damaged.") from None
     if not records or records[0].get("record") != "header":
-        raise ResultsError(f"{path}: the first record is not a natbench header; is this a "
-                           f"natbench results file?")
+        raise _not_a_header(path)
     version = records[0].get("schema")
     if not isinstance(version, int) or version > SCHEMA_VERSION:
         raise ResultsError(f"{path}: schema version {version!r} is newer than this natbench "
@@ -83,6 +82,32 @@ def load(path: str | Path) -> Results:
             results.rounds.append(record)
     results.rows = list(rows.values())
     return results
+
+
+def read_header(path: str | Path) -> dict:
+    """The header of a results file, reading its first line only."""
+    path = Path(path)
+    if not path.exists():
+        raise ResultsError(f"{path}: no such results file.")
+    with path.open() as stream:
+        try:
+            header = json.loads(stream.readline())
+        except json.JSONDecodeError:
+            header = None
+    if not isinstance(header, dict) or header.get("record") != "header":
+        raise _not_a_header(path)
+    return header
+
+
+def _not_a_header(path: Path) -> ResultsError:
+    return ResultsError(f"{path}: the first record is not a natbench header; is this a natbench "
+                        f"results file?")
+
+
+def finished(results: Results, retry_crashed: bool = False) -> set[tuple[str, str]]:
+    """The pairs a resume of `results` leaves alone: those with a row, but for crashed ones when
+    they are to be measured again."""
+    return {row_key(r) for r in results.rows if not (retry_crashed and r["status"] == "crashed")}
 
 
 def mismatches(a: dict, b: dict) -> list[str]:
@@ -120,11 +145,11 @@ class ResultsWriter:
             if differ:
                 raise ResultsError(f"{self.path} was recorded on another setup ({'; '.join(differ)}); "
                                    f"resume it there, or --out a new file.")
-            retried = {row_key(r) for r in old.rows if retry_crashed and r["status"] == "crashed"}
-            self.done = {row_key(r) for r in old.rows} - retried
+            self.done = finished(old, retry_crashed)
+            rowless = {row_key(r) for r in old.rows} - self.done  # measured afresh if retried
             self.calibrations = {(c["device"], c["dtype"]): c for c in old.calibrations}
             for record in old.rounds:
-                if row_key(record) not in self.done | retried:
+                if row_key(record) not in self.done | rowless:
                     self.rounds.setdefault(row_key(record), []).append(record)
             self._file = self.path.open("a")
             if old.torn_lines:

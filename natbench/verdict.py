@@ -33,6 +33,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from natbench.stats import quantile
+
 ALPHA = 0.05
 FASTER, SLOWER, SAME, UNKNOWN = "faster", "slower", "no significant difference", "unknown"
 # How far the other backends' drift may stray from the matmul probes' before the probes' bound
@@ -158,8 +160,6 @@ def calibration_ratio(a_calibrations: Sequence[dict], b_calibrations: Sequence[d
     (device, dtype) both measured, the first run's rate over the second's, from the median of the
     probes of every round where both runs have them (calibrate.probe), else from the calibration
     taken once at the start; the median over the (device, dtype); None when they share none."""
-    from natbench.stats import quantile
-
     def rates(calibrations, probes):
         out = {(c["device"], c["dtype"]): c["matmul_flops_per_s"] for c in calibrations}
         by_kind: dict[tuple[str, str], list[float]] = {}
@@ -188,8 +188,6 @@ def drift_factors(ratios: dict[str, list[float]], calibration: float | None,
     so that one changed backend among three or more others cannot move it), bounded to within
     `margin` of the calibration; with fewer than `min_controls` rows or MIN_OTHER_BACKENDS other
     backends, the calibration."""
-    from natbench.stats import quantile
-
     votes = {backend: quantile(values, 0.5) for backend, values in ratios.items() if values}
     drifts = {}
     for backend in ratios:
@@ -207,6 +205,26 @@ def drift_factors(ratios: dict[str, list[float]], calibration: float | None,
                 continue
         drifts[backend] = Drift(factor, "other backends", controls)
     return drifts
+
+
+def drift_between(first, second, units=None, normalized: bool = False) -> dict[str, Drift]:
+    """Per backend, the drift from one loaded run to another (drift_factors): every pair of rows
+    measured in both that ran and computed the right answer gives its ratio of medians, times
+    `units(first_row, second_row)` where the comparison works in other units; the control is the
+    runs' probes or calibration (calibration_ratio), or 1 when latencies are normalized by it."""
+    def usable(row: dict) -> bool:
+        return row["status"] == "ok" and row.get("check") != "fail"
+
+    firsts = {(r["case_key"], r["backend"]): r for r in first.rows if usable(r)}
+    ratios: dict[str, list[float]] = {}
+    for row in second.rows:
+        base = firsts.get((row["case_key"], row["backend"]))
+        if base is not None and usable(row):
+            ratio = row["latency_ms_median"] / base["latency_ms_median"]
+            ratios.setdefault(row["backend"], []).append(ratio * (units(base, row) if units else 1.0))
+    machine = 1.0 if normalized else calibration_ratio(first.calibrations, second.calibrations,
+                                                       first.probes, second.probes)
+    return drift_factors(ratios, machine)
 
 
 @dataclass(frozen=True)

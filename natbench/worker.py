@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import os
 import pickle
+import re
 import select
 import signal
 import struct
@@ -29,7 +30,7 @@ import time
 from contextlib import ExitStack
 
 from natbench.errors import NatbenchError
-from natbench.paths import PACKAGE_ROOT
+from natbench.paths import child_python
 
 _LENGTH = struct.Struct("<Q")
 _TAIL_LINES = 20
@@ -159,6 +160,7 @@ class Worker:
         self.environment: dict = {}
         self.context: tuple = ({}, {})
         self.process: subprocess.Popen | None = None
+        self.stderr: threading.Thread | None = None
         self.tail: collections.deque = collections.deque(maxlen=_TAIL_LINES)
 
     def __enter__(self) -> Worker:
@@ -169,12 +171,12 @@ class Worker:
         self.stop()
 
     def start(self) -> None:
-        code = (f"import sys; sys.path.insert(0, {str(PACKAGE_ROOT.parent)!r}); "
-                f"from natbench.worker import main; main()")
-        self.process = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.process = subprocess.Popen(child_python("from natbench.worker import main; main()"),
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE)
         self.tail.clear()
-        threading.Thread(target=self._pass_stderr, args=(self.process.stderr,), daemon=True).start()
+        self.stderr = threading.Thread(target=self._pass_stderr, args=(self.process.stderr,), daemon=True)
+        self.stderr.start()
         _write(self.process.stdin, self.setup)
         self.environment = self._receive(None)
         if any(self.context):
@@ -255,10 +257,30 @@ class Worker:
                                                  if name == "SIGKILL" else "")
         else:
             how = f"exit code {code}"
-        time.sleep(0.05)  # the stderr thread's last lines
+        self.stderr.join(timeout=1)  # its last lines: the pipe closes with the process
         last = " | ".join(line for line in list(self.tail)[-5:] if line.strip())
         self.process = None
         return WorkerDied(f"the worker died: {how}" + (f"; its last words: {last}" if last else ""))
+
+
+# An error that leaves a CUDA context unusable for anything after it: the worker is replaced.
+_STICKY = re.compile(r"illegal memory access|device-side assert|CUDA error: (unspecified launch failure|"
+                     r"an illegal instruction)|cudaErrorIllegalAddress", re.IGNORECASE)
+
+
+def measure(worker, kind: str, *args, row: dict, timeout: float) -> dict:
+    """A request that measures (or checks) a pair, answered with its record: a worker that dies
+    or misses the deadline turns it into `row` with status `crashed` or `timeout` and the reason,
+    and a fresh worker takes over, as it does after an error that breaks a CUDA context."""
+    try:
+        record = worker.call(kind, *args, timeout=timeout)
+    except (WorkerDied, WorkerTimeout) as failure:
+        worker.restart()
+        return {**row, "status": "timeout" if isinstance(failure, WorkerTimeout) else "crashed",
+                "reason": str(failure)}
+    if record["status"] == "error" and _STICKY.search(record.get("reason") or ""):
+        worker.restart()
+    return record
 
 
 class InProcess:

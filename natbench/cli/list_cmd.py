@@ -5,13 +5,14 @@ from __future__ import annotations
 from natbench.cli import options
 
 
-def _availability(backend) -> tuple[str, str | None]:
+def _availability(backend, extension_status) -> tuple[str, str | None]:
     """("yes", None), ("no", why) or ("not built", how to build it), compiling nothing: a backend
-    of the compiled extension is answered from the extension's build stamp."""
+    of the compiled extension is answered from the extension's build stamp (`extension_status`,
+    read once for them all)."""
     if backend.needs_extension:
-        from natbench.extension import NOT_BUILT, status
+        from natbench.extension import NOT_BUILT
 
-        built = status()
+        built = extension_status()
         if built is None:
             return "not built", NOT_BUILT
         reason = built.reason
@@ -32,9 +33,14 @@ def list_(backend_module: options.BackendModules = None, json_: options.Json = F
     sink = Sink(json_)
     options.load_plugins(backend_module)
     backends = []
+    from functools import cache
+
+    from natbench.extension import status
+
+    extension_status = cache(status)
     for name in backend_names():
         backend = get_backend(name)
-        state, reason = _availability(backend)
+        state, reason = _availability(backend, extension_status)
         backends.append({"name": name, "op": backend.op, "available": state == "yes", "state": state,
                          "reason": reason, "description": backend.description(),
                          "layout": backend.layout, "origin": origin(name)})

@@ -130,7 +130,7 @@ def resumed_plan(out, given: dict, typed: set[str], force: bool) -> dict:
     resumes with the options as given."""
     from natbench import store
 
-    plan = store.load(out).header.get("plan")
+    plan = store.read_header(out).get("plan")
     if plan is None:
         return given
     resumed = {name: plan.get(name) for name in PLAN_FLAGS}

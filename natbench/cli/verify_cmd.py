@@ -19,7 +19,7 @@ def verify(suite: options.Suite = "smoke", backend: options.Backends = None,
     from natbench.console import Sink
     from natbench.errors import CheckFailedError
     from natbench.runner import row_base
-    from natbench.worker import WorkerDied, WorkerTimeout, executor, measuring_setup
+    from natbench.worker import executor, measure, measuring_setup
 
     sink = Sink(json_, quiet)
     suite_obj, points, names, device_name = options.plan(suite, backend, device, dtype, pass_, set_,
@@ -33,12 +33,8 @@ def verify(suite: options.Suite = "smoke", backend: options.Backends = None,
             sink.progress(len(points) * len(names)) as advance:
         for point in points:
             for name in names:
-                try:
-                    rows.append(worker.call("check", point, name, timeout=policy.call_timeout_s))
-                except (WorkerDied, WorkerTimeout) as failure:
-                    worker.restart()
-                    rows.append({**row_base(point, name), "reason": str(failure),
-                                 "status": "timeout" if isinstance(failure, WorkerTimeout) else "crashed"})
+                rows.append(measure(worker, "check", point, name, row=row_base(point, name),
+                                    timeout=policy.call_timeout_s))
                 advance(f"{name} {point.case.key}")
     table = Table(title=f"verify {suite_obj.name}", title_justify="left")
     for column in ("backend", "case", "status", "max abs error", "tolerance", "check"):
