@@ -4,7 +4,7 @@ PIP = $(PYTHON) -m pip --disable-pip-version-check
 TORCH_VERSION ?= 2.13.0
 NATTEN_VERSION ?= 0.21.7
 
-.PHONY: install natten-lib run test cuda-check
+.PHONY: install natten-lib run test cuda-check sanitize
 
 # torch first, pinned, and only when absent: an unpinned torch would pull the CUDA build.
 install:
@@ -46,6 +46,20 @@ $(CUDA_CHECK_DIR)/checked: $(CUDA_SOURCES)
 		$(TORCH_INCLUDE) $(NVCC_INCLUDE) csrc/cuda/na_cuda.cpp csrc/bindings.cpp
 	@touch $@
 	@echo "cuda-check: csrc/cuda compiles for sm_80 and sm_90, and its binding against torch's headers"
+
+# The CPU kernels built with AddressSanitizer and UndefinedBehaviorSanitizer (in their own
+# extensions folder), running the natten tests and the malformed-input property test: any report
+# aborts the process and fails the target. Python itself is not instrumented, so the ASan runtime
+# is preloaded, with libstdc++ after it so that it can intercept C++ exceptions (torch's errors);
+# Python's own allocations are not leaks of ours, so leak detection is off. pytest captures at the
+# sys level only: a sanitizer's report, written to the file descriptor, stays on the terminal.
+SANITIZE_DIR ?= build/sanitize
+SANITIZE_TESTS ?= tests/backends/test_natten.py tests/backends/test_op_boundary.py
+sanitize: install
+	NATBENCH_SANITIZE=address,undefined TORCH_EXTENSIONS_DIR=$(CURDIR)/$(SANITIZE_DIR) NATBENCH_ISOLATION=none \
+	LD_PRELOAD="$$($(CXX) -print-file-name=libasan.so) $$($(CXX) -print-file-name=libstdc++.so)" \
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	$(PYTHON) -m pytest -q -p no:faulthandler --capture=sys $(SANITIZE_TESTS)
 
 # pytest exits 5 when it collected no test: that is a failure of the suite, not a pass.
 test: natten-lib cuda-check

@@ -22,6 +22,7 @@ import re
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -37,6 +38,11 @@ NVCCFLAGS = ("-O3", "-std=c++17", "--use_fast_math", "-DNATBENCH_WITH_CUDA")
 # -fno-math-errno lets the compiler vectorize exp (glibc's vector math library).
 CFLAGS = ("-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-std=c++17")
 LDFLAGS = ("-fopenmp",)
+# NATBENCH_SANITIZE=address,undefined (`make sanitize`) builds the CPU kernels with those sanitizers
+# instead: -O1 with frame pointers keeps the reports' stacks readable, and every report aborts.
+# The process must have the sanitizer runtime preloaded (the Makefile's sanitize target does it).
+SANITIZE = "NATBENCH_SANITIZE"
+SANITIZE_FLAGS = ("-O1", "-g", "-fno-omit-frame-pointer", "-fno-sanitize-recover=all")
 
 
 @dataclass(frozen=True)
@@ -78,14 +84,27 @@ def cuda_toolkit() -> str | None:
     return None
 
 
-def _plan() -> tuple[list[str], list[str], str | None]:
-    """The sources and C++ flags of a build here, and why the CUDA kernels stay out (or None)."""
+@dataclass(frozen=True)
+class Plan:
+    sources: tuple
+    cflags: tuple
+    ldflags: tuple
+    cuda_reason: str | None  # why the CUDA kernels stay out, or None
+    sanitizers: str = ""  # the -fsanitize list of a sanitized build
+
+
+def _plan() -> Plan:
+    """What a build here compiles, and how."""
+    sanitizers = os.environ.get(SANITIZE, "").strip()
+    if sanitizers:
+        sanitize = f"-fsanitize={sanitizers}"
+        cflags = tuple(flag for flag in CFLAGS if flag != "-O3") + (*SANITIZE_FLAGS, sanitize)
+        return Plan(SOURCES, cflags, (*LDFLAGS, sanitize),
+                    f"a build with sanitizers ({SANITIZE}={sanitizers}) is CPU-only", sanitizers)
     cuda_reason = cuda_toolkit()
-    sources, cflags = list(SOURCES), list(CFLAGS)
     if cuda_reason is None:
-        sources += CUDA_SOURCES
-        cflags.append("-DNATBENCH_WITH_CUDA")
-    return sources, cflags, cuda_reason
+        return Plan(SOURCES + CUDA_SOURCES, (*CFLAGS, "-DNATBENCH_WITH_CUDA"), LDFLAGS, None)
+    return Plan(SOURCES, CFLAGS, LDFLAGS, cuda_reason)
 
 
 def build_directory() -> Path:
@@ -102,13 +121,13 @@ def build_directory() -> Path:
     return Path(root) / NAME
 
 
-def fingerprint(sources: list[str], cflags: list[str]) -> str:
+def fingerprint(plan: Plan) -> str:
     """What makes one build differ from another: every file under csrc/ (headers included), where
     it lies (a build of another checkout's sources is another build), the flags and torch."""
     import torch
 
     digest = hashlib.sha256()
-    for part in (str(CSRC), torch.__version__, *sources, *cflags, *NVCCFLAGS, *LDFLAGS):
+    for part in (str(CSRC), torch.__version__, *plan.sources, *plan.cflags, *NVCCFLAGS, *plan.ldflags):
         digest.update(part.encode() + b"\0")
     for path in sorted(p for p in CSRC.rglob("*") if p.is_file()):
         digest.update(str(path.relative_to(CSRC)).encode() + b"\0" + path.read_bytes())
@@ -120,12 +139,12 @@ def status() -> Build | None:
     nothing; None when there is none (or its library is gone)."""
     if not (CSRC / SOURCES[0]).exists():
         return _missing_sources()
-    sources, cflags, _ = _plan()
+    plan = _plan()
     try:
         stamp = json.loads((build_directory() / STAMP).read_text())
     except (OSError, ValueError):
         return None
-    if stamp.get("fingerprint") != fingerprint(sources, cflags):
+    if stamp.get("fingerprint") != fingerprint(plan):
         return None
     if stamp["ok"] and not Path(stamp["library"]).exists():
         return None
@@ -144,24 +163,38 @@ def build(verbose: bool = False) -> Build:
     begin = time.perf_counter()
     if not (CSRC / SOURCES[0]).exists():
         return _missing_sources()
-    sources, cflags, cuda_reason = _plan()
+    plan = _plan()
     directory, library = build_directory(), None
     try:
         import torch.utils.cpp_extension as cpp
 
         cpp.verify_ninja_availability()
         directory.mkdir(parents=True, exist_ok=True)
-        library = cpp.load(name=NAME, sources=[str(CSRC / s) for s in sources], extra_cflags=cflags,
-                           extra_cuda_cflags=list(NVCCFLAGS), extra_ldflags=list(LDFLAGS),
-                           build_directory=str(directory), is_python_module=False, verbose=verbose)
-        result = Build(True, None, time.perf_counter() - begin, str(directory), tuple(cflags),
-                       cuda=cuda_reason is None, cuda_reason=cuda_reason)
+        with _compilers_unsanitized(plan):
+            library = cpp.load(name=NAME, sources=[str(CSRC / s) for s in plan.sources],
+                               extra_cflags=list(plan.cflags), extra_cuda_cflags=list(NVCCFLAGS),
+                               extra_ldflags=list(plan.ldflags), build_directory=str(directory), is_python_module=False, verbose=verbose)
+        result = Build(True, None, time.perf_counter() - begin, str(directory), plan.cflags,
+                       plan.ldflags, cuda=plan.cuda_reason is None, cuda_reason=plan.cuda_reason)
     except Exception as error:  # a compiler error, a missing compiler or ninja
         reason = first_error(str(error))
         result = Build(False, f"the natbench extension did not build: {reason} (`natbench build "
                        f"--verbose` shows the full log)", time.perf_counter() - begin, None)
-    _write_stamp(directory, result, fingerprint(sources, cflags), library)
+    _write_stamp(directory, result, fingerprint(plan), library)
     return result
+
+
+@contextmanager
+def _compilers_unsanitized(plan: Plan):
+    """A sanitized build's compilers run without the sanitizer runtime this process has preloaded
+    (LD_PRELOAD): they need none, and it halves their speed. The library still loads into this
+    process, where the runtime is."""
+    preload = os.environ.pop("LD_PRELOAD", None) if plan.sanitizers else None
+    try:
+        yield
+    finally:
+        if preload is not None:
+            os.environ["LD_PRELOAD"] = preload
 
 
 def _write_stamp(directory: Path, result: Build, digest: str, library: str | None) -> None:

@@ -1,4 +1,4 @@
-// CPU host API: argument checks, then dispatch over rank and dtype to the kernels: the fused
+// CPU host API: the op's checks (csrc/include/na_checks.h), then dispatch over rank and dtype to the kernels: the fused
 // forward and the unfused kernels here, the fused backward in na_cpu_fused_backward.cpp.
 #include "na_cpu_host.h"
 
@@ -9,7 +9,7 @@ using namespace host;
 std::tuple<at::Tensor, at::Tensor> fused_forward_cpu(
     const at::Tensor& q_, const at::Tensor& k_, const at::Tensor& v_, const std::optional<at::Tensor>& rpb_,
     IntList kernel, IntList dilation, IntList stride, BoolList causal, double scale) {
-  check_inputs(q_, k_, v_);
+  checks::fused_forward(checks::kCpu, q_, k_, v_, rpb_, kernel, dilation, stride, causal);
   auto q = in_acc(q_), k = in_acc(k_), v = in_acc(v_);
   auto rpb = padded_bias(rpb_, q_);
   auto out = at::empty(v_.sizes(), v_.options());
@@ -35,7 +35,7 @@ std::tuple<at::Tensor, at::Tensor> fused_forward_cpu(
 
 at::Tensor qk_rpb_cpu(const at::Tensor& q_, const at::Tensor& k_, const std::optional<at::Tensor>& rpb_,
                       IntList kernel, IntList dilation, IntList stride, BoolList causal, double scale) {
-  check_inputs(q_, k_, k_);
+  checks::qk_rpb(checks::kCpu, q_, k_, rpb_, kernel, dilation, stride, causal);
   auto q = q_.contiguous(), k = k_.contiguous();
   auto rpb = contiguous(rpb_);
   at::Tensor logits;
@@ -55,10 +55,10 @@ at::Tensor qk_rpb_cpu(const at::Tensor& q_, const at::Tensor& k_, const std::opt
 std::tuple<at::Tensor, at::Tensor, std::optional<at::Tensor>> qk_rpb_backward_cpu(
     const at::Tensor& q_, const at::Tensor& k_, const at::Tensor& d_logits_, bool has_rpb,
     IntList kernel, IntList dilation, IntList stride, BoolList causal, double scale) {
-  check_inputs(q_, k_, k_);
-  auto q = q_.contiguous(), k = k_.contiguous(), d_logits = d_logits_.contiguous().to(q.scalar_type());
+  checks::qk_rpb_backward(checks::kCpu, q_, k_, d_logits_, kernel, dilation, stride, causal);
+  auto q = q_.contiguous(), k = k_.contiguous(), d_logits = d_logits_.contiguous();
   auto dq = at::empty(q.sizes(), q.options());
-  auto dk = at::zeros(k.sizes(), k.options().dtype(acc_type(q)));
+  auto dk = at::zeros(k.sizes(), k.options().dtype(checks::acc_dtype(q)));
   std::optional<at::Tensor> drpb;
   with_rank(q.dim() - 3, [&](auto rank) {
     constexpr int R = decltype(rank)::value;
@@ -82,14 +82,12 @@ std::tuple<at::Tensor, at::Tensor, std::optional<at::Tensor>> qk_rpb_backward_cp
 
 at::Tensor av_cpu(const at::Tensor& attn_, const at::Tensor& v_, IntList kernel, IntList dilation,
                   IntList stride, BoolList causal) {
-  TORCH_CHECK(attn_.scalar_type() == v_.scalar_type(), "attn and v must share one dtype");
+  checks::av(checks::kCpu, attn_, v_, kernel, dilation, stride, causal);
   auto attn = attn_.contiguous(), v = v_.contiguous();
   auto out = at::empty(v.sizes(), v.options());
   with_rank(v.dim() - 3, [&](auto rank) {
     constexpr int R = decltype(rank)::value;
     const auto g = geometry<R>(v, kernel, dilation, stride, causal);
-    TORCH_CHECK(attn.size(-1) == g.window_keys && attn.size(-2) == g.tokens,
-                "attn must be [B, heads, N, prod(kernel_size)], got ", attn.sizes());
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, v.scalar_type(), "na_av", [&] {
       av<R, scalar_t, acc_t<scalar_t>>(g, shape_of(v, v), attn.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(),
                                        out.data_ptr<scalar_t>());
@@ -101,9 +99,10 @@ at::Tensor av_cpu(const at::Tensor& attn_, const at::Tensor& v_, IntList kernel,
 std::tuple<at::Tensor, at::Tensor> av_backward_cpu(const at::Tensor& attn_, const at::Tensor& v_,
                                                    const at::Tensor& dout_, IntList kernel,
                                                    IntList dilation, IntList stride, BoolList causal) {
-  auto attn = attn_.contiguous(), v = v_.contiguous(), dout = dout_.contiguous().to(v.scalar_type());
+  checks::av_backward(checks::kCpu, attn_, v_, dout_, kernel, dilation, stride, causal);
+  auto attn = attn_.contiguous(), v = v_.contiguous(), dout = dout_.contiguous();
   auto d_attn = at::empty(attn.sizes(), attn.options());
-  auto dv = at::zeros(v.sizes(), v.options().dtype(acc_type(v)));
+  auto dv = at::zeros(v.sizes(), v.options().dtype(checks::acc_dtype(v)));
   with_rank(v.dim() - 3, [&](auto rank) {
     constexpr int R = decltype(rank)::value;
     const auto g = geometry<R>(v, kernel, dilation, stride, causal);

@@ -11,7 +11,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::optional<at::Tensor>> fused_
     const at::Tensor& q_, const at::Tensor& k_, const at::Tensor& v_, const std::optional<at::Tensor>& rpb_,
     const at::Tensor& out_, const at::Tensor& lse_, const at::Tensor& dout_, IntList kernel,
     IntList dilation, IntList stride, BoolList causal, double scale) {
-  check_inputs(q_, k_, v_);
+  checks::fused_backward(checks::kCpu, q_, k_, v_, rpb_, out_, lse_, dout_, kernel, dilation, stride, causal);
   auto q = in_acc(q_), k = in_acc(k_), v = in_acc(v_), out = in_acc(out_), dout = in_acc(dout_);
   auto lse = lse_.contiguous();
   auto rpb = padded_bias(rpb_, q_);

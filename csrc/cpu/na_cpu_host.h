@@ -1,4 +1,4 @@
-// The CPU host API's shared helpers: argument checks, the geometry from tensors, dtype dispatch
+// The CPU host API's shared helpers: the geometry from checked tensors, dtype dispatch
 // helpers and workspaces. Included by the translation units of csrc/cpu/.
 #pragma once
 
@@ -13,28 +13,17 @@
 namespace natbench {
 namespace host {
 
-// Spatial axes of a [B, *spatial, H, D] tensor, checked against the geometry lists.
+// The spatial axes of a [B, *spatial, H, D] tensor that its op's checks passed.
 template <int R>
 Geometry<R> geometry(const at::Tensor& x, const IntList& kernel, const IntList& dilation,
                      const IntList& stride, const BoolList& causal) {
-  TORCH_CHECK(x.dim() == R + 3, "q must have ", R + 3, " dims [B, *spatial, heads, D], got ", x.dim());
-  check_geometry_lists(R, kernel, dilation, stride, causal);
   std::array<Axis, R> axes;
-  for (int d = 0; d < R; ++d) axes[d] = checked_axis(x, d, kernel, dilation, stride, causal);
+  for (int d = 0; d < R; ++d) axes[d] = checks::axis(x, d, kernel, dilation, stride, causal);
   return Geometry<R>(axes);
 }
 
 inline Shape shape_of(const at::Tensor& q, const at::Tensor& v) {
   return Shape{q.size(0), q.size(-2), q.size(-1), v.size(-1)};
-}
-
-inline void check_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
-  TORCH_CHECK(q.device().is_cpu(), "q must be on the CPU, got ", q.device());
-  TORCH_CHECK(k.sizes() == q.sizes(), "k must have q's shape ", q.sizes(), ", got ", k.sizes());
-  TORCH_CHECK(v.sizes().slice(0, v.dim() - 1) == q.sizes().slice(0, q.dim() - 1),
-              "v must match q in all but its last dim, got ", v.sizes());
-  TORCH_CHECK(k.scalar_type() == q.scalar_type() && v.scalar_type() == q.scalar_type(),
-              "q, k and v must share one dtype");
 }
 
 template <typename Fn>
@@ -50,24 +39,20 @@ void with_rank(int64_t rank, Fn&& fn) {
 template <typename T>
 using acc_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
 
-inline at::ScalarType acc_type(const at::Tensor& x) {
-  return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-}
-
 template <typename T>
 const T* maybe(const std::optional<at::Tensor>& t) {
   return t.has_value() ? t->data_ptr<T>() : nullptr;
 }
 
 // The fused kernels read every input in the accumulation type (no copy for float and double).
-inline at::Tensor in_acc(const at::Tensor& x) { return x.to(acc_type(x)).contiguous(); }
+inline at::Tensor in_acc(const at::Tensor& x) { return x.to(checks::acc_dtype(x)).contiguous(); }
 
 // The bias table as [H, bias_size + kBiasPad] in the accumulation type: a zero tail per head keeps
 // the kernels' full-width vector loads inside it.
 inline std::optional<at::Tensor> padded_bias(const std::optional<at::Tensor>& rpb, const at::Tensor& q) {
   if (!rpb.has_value()) return rpb;
   const int64_t heads = rpb->size(0), size = rpb->numel() / heads;
-  auto table = at::zeros({heads, size + kBiasPad}, q.options().dtype(acc_type(q)));
+  auto table = at::zeros({heads, size + kBiasPad}, q.options().dtype(checks::acc_dtype(q)));
   table.narrow(1, 0, size).copy_(rpb->reshape({heads, size}));
   return table;
 }

@@ -1,5 +1,6 @@
-// CUDA host API of the ops: argument checks, allocation, and the call into the raw-pointer
-// launchers of na_kernels.cu on torch's current stream. Registered in bindings.cpp.
+// CUDA host API of the ops: the op's checks (csrc/include/na_checks.h), allocation, and the call
+// into the raw-pointer launchers of na_kernels.cu on torch's current stream. Registered in
+// bindings.cpp.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -19,17 +20,15 @@ cuda::DType dtype_of(const at::Tensor& x) {
   }
 }
 
-// The problem of a [B, *spatial, H, D] tensor, checked against the geometry lists.
+constexpr checks::Target kCuda{c10::DeviceType::CUDA, false, cuda::kFusedMaxDim};
+
+// The problem of a [B, *spatial, H, D] tensor that its op's checks passed.
 cuda::Problem problem(const at::Tensor& x, int64_t dim_v, const IntList& kernel, const IntList& dilation,
                       const IntList& stride, const BoolList& causal) {
-  TORCH_CHECK(x.is_cuda(), "expected a CUDA tensor, got one on ", x.device());
   const int64_t rank = x.dim() - 3;
-  TORCH_CHECK(rank >= 1 && rank <= 3, "q must be [B, *spatial, heads, D] with 1 to 3 spatial dims, got ",
-              x.dim(), " dims");
-  check_geometry_lists(rank, kernel, dilation, stride, causal);
   cuda::Problem p{};
   p.rank = static_cast<int>(rank);
-  for (int64_t d = 0; d < rank; ++d) p.axes[d] = checked_axis(x, d, kernel, dilation, stride, causal);
+  for (int64_t d = 0; d < rank; ++d) p.axes[d] = checks::axis(x, d, kernel, dilation, stride, causal);
   p.batch = x.size(0);
   p.heads = x.size(-2);
   p.dim = x.size(-1);
@@ -37,17 +36,16 @@ cuda::Problem problem(const at::Tensor& x, int64_t dim_v, const IntList& kernel,
   return p;
 }
 
-int64_t window_keys(const IntList& kernel) {
-  int64_t n = 1;
-  for (auto k : kernel) n *= k;
-  return n;
+// The fused kernels' grid holds a bounded number of queries (na_cuda.h).
+void check_fused_grid(const char* op, const at::Tensor& q) {
+  const int64_t queries = q.size(0) * q.size(-2) * checks::tokens(q);
+  TORCH_CHECK(queries <= cuda::kFusedMaxQueries, op, ": the fused CUDA kernel takes at most ",
+              cuda::kFusedMaxQueries, " (batch x heads x tokens) queries, got ", queries,
+              "; split the batch");
 }
 
-int64_t tokens(const at::Tensor& x) { return x.numel() / (x.size(0) * x.size(-2) * x.size(-1)); }
-
 void check(cudaError_t error, const char* what) {
-  TORCH_CHECK(error == cudaSuccess, what, ": ", cudaGetErrorString(error),
-              error == cudaErrorInvalidValue ? " (the fused kernels take head dims up to 256)" : "");
+  TORCH_CHECK(error == cudaSuccess, what, ": ", cudaGetErrorString(error));
 }
 
 const void* maybe(const std::optional<at::Tensor>& t) { return t.has_value() ? t->data_ptr() : nullptr; }
@@ -68,13 +66,14 @@ std::optional<at::Tensor> bias_grad(bool has_rpb, const at::Tensor& q, const Int
 std::tuple<at::Tensor, at::Tensor> fused_forward_cuda(
     const at::Tensor& q_, const at::Tensor& k_, const at::Tensor& v_, const std::optional<at::Tensor>& rpb_,
     IntList kernel, IntList dilation, IntList stride, BoolList causal, double scale) {
+  checks::fused_forward(kCuda, q_, k_, v_, rpb_, kernel, dilation, stride, causal);
+  check_fused_grid("na_fused_forward", q_);
   c10::cuda::CUDAGuard guard(q_.device());
   auto q = q_.contiguous(), k = k_.contiguous(), v = v_.contiguous();
   std::optional<at::Tensor> rpb = rpb_.has_value() ? std::optional<at::Tensor>(rpb_->contiguous()) : std::nullopt;
-  TORCH_CHECK(k.sizes() == q.sizes(), "k must have q's shape ", q.sizes(), ", got ", k.sizes());
   const auto p = problem(q, v.size(-1), kernel, dilation, stride, causal);
   auto out = at::empty(v.sizes(), v.options());
-  auto lse = at::empty({q.size(0), q.size(-2), tokens(q)}, q.options().dtype(at::kFloat));
+  auto lse = at::empty({q.size(0), q.size(-2), checks::tokens(q)}, q.options().dtype(at::kFloat));
   check(cuda::fused_forward(p, dtype_of(q), q.data_ptr(), k.data_ptr(), v.data_ptr(), maybe(rpb),
                             out.data_ptr(), lse.data_ptr<float>(), static_cast<float>(scale), stream()),
         "na_fused_forward");
@@ -85,9 +84,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::optional<at::Tensor>> fused_
     const at::Tensor& q_, const at::Tensor& k_, const at::Tensor& v_, const std::optional<at::Tensor>& rpb_,
     const at::Tensor& out_, const at::Tensor& lse_, const at::Tensor& dout_, IntList kernel,
     IntList dilation, IntList stride, BoolList causal, double scale) {
+  checks::fused_backward(kCuda, q_, k_, v_, rpb_, out_, lse_, dout_, kernel, dilation, stride, causal);
+  check_fused_grid("na_fused_backward", q_);
   c10::cuda::CUDAGuard guard(q_.device());
   auto q = q_.contiguous(), k = k_.contiguous(), v = v_.contiguous();
-  auto out = out_.contiguous(), lse = lse_.contiguous(), dout = dout_.contiguous().to(q.scalar_type());
+  auto out = out_.contiguous(), lse = lse_.contiguous(), dout = dout_.contiguous();
   std::optional<at::Tensor> rpb = rpb_.has_value() ? std::optional<at::Tensor>(rpb_->contiguous()) : std::nullopt;
   const auto p = problem(q, v.size(-1), kernel, dilation, stride, causal);
   auto dq = at::empty(q.sizes(), q.options());
@@ -105,11 +106,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::optional<at::Tensor>> fused_
 
 at::Tensor qk_rpb_cuda(const at::Tensor& q_, const at::Tensor& k_, const std::optional<at::Tensor>& rpb_,
                        IntList kernel, IntList dilation, IntList stride, BoolList causal, double scale) {
+  checks::qk_rpb(kCuda, q_, k_, rpb_, kernel, dilation, stride, causal);
   c10::cuda::CUDAGuard guard(q_.device());
   auto q = q_.contiguous(), k = k_.contiguous();
   std::optional<at::Tensor> rpb = rpb_.has_value() ? std::optional<at::Tensor>(rpb_->contiguous()) : std::nullopt;
   const auto p = problem(q, q.size(-1), kernel, dilation, stride, causal);
-  auto logits = at::empty({q.size(0), q.size(-2), tokens(q), window_keys(kernel)}, q.options());
+  auto logits = at::empty({q.size(0), q.size(-2), checks::tokens(q), checks::window_keys(kernel)}, q.options());
   check(cuda::qk_rpb(p, dtype_of(q), q.data_ptr(), k.data_ptr(), maybe(rpb), logits.data_ptr(),
                      static_cast<float>(scale), stream()),
         "na_qk_rpb");
@@ -119,8 +121,9 @@ at::Tensor qk_rpb_cuda(const at::Tensor& q_, const at::Tensor& k_, const std::op
 std::tuple<at::Tensor, at::Tensor, std::optional<at::Tensor>> qk_rpb_backward_cuda(
     const at::Tensor& q_, const at::Tensor& k_, const at::Tensor& d_logits_, bool has_rpb,
     IntList kernel, IntList dilation, IntList stride, BoolList causal, double scale) {
+  checks::qk_rpb_backward(kCuda, q_, k_, d_logits_, kernel, dilation, stride, causal);
   c10::cuda::CUDAGuard guard(q_.device());
-  auto q = q_.contiguous(), k = k_.contiguous(), d_logits = d_logits_.contiguous().to(q.scalar_type());
+  auto q = q_.contiguous(), k = k_.contiguous(), d_logits = d_logits_.contiguous();
   const auto p = problem(q, q.size(-1), kernel, dilation, stride, causal);
   auto dq = at::empty(q.sizes(), q.options());
   auto dk = f32_zeros(k);
@@ -136,12 +139,10 @@ std::tuple<at::Tensor, at::Tensor, std::optional<at::Tensor>> qk_rpb_backward_cu
 
 at::Tensor av_cuda(const at::Tensor& attn_, const at::Tensor& v_, IntList kernel, IntList dilation,
                    IntList stride, BoolList causal) {
+  checks::av(kCuda, attn_, v_, kernel, dilation, stride, causal);
   c10::cuda::CUDAGuard guard(v_.device());
-  TORCH_CHECK(attn_.scalar_type() == v_.scalar_type(), "attn and v must share one dtype");
   auto attn = attn_.contiguous(), v = v_.contiguous();
   const auto p = problem(v, v.size(-1), kernel, dilation, stride, causal);
-  TORCH_CHECK(attn.size(-1) == window_keys(kernel) && attn.size(-2) == tokens(v),
-              "attn must be [B, heads, N, prod(kernel_size)], got ", attn.sizes());
   auto out = at::empty(v.sizes(), v.options());
   check(cuda::av(p, dtype_of(v), attn.data_ptr(), v.data_ptr(), out.data_ptr(), stream()), "na_av");
   return out;
@@ -150,8 +151,9 @@ at::Tensor av_cuda(const at::Tensor& attn_, const at::Tensor& v_, IntList kernel
 std::tuple<at::Tensor, at::Tensor> av_backward_cuda(const at::Tensor& attn_, const at::Tensor& v_,
                                                     const at::Tensor& dout_, IntList kernel,
                                                     IntList dilation, IntList stride, BoolList causal) {
+  checks::av_backward(kCuda, attn_, v_, dout_, kernel, dilation, stride, causal);
   c10::cuda::CUDAGuard guard(v_.device());
-  auto attn = attn_.contiguous(), v = v_.contiguous(), dout = dout_.contiguous().to(v.scalar_type());
+  auto attn = attn_.contiguous(), v = v_.contiguous(), dout = dout_.contiguous();
   const auto p = problem(v, v.size(-1), kernel, dilation, stride, causal);
   auto d_attn = at::empty(attn.sizes(), attn.options());
   auto dv = f32_zeros(v);

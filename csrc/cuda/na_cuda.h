@@ -18,6 +18,14 @@ namespace cuda {
 
 enum class DType { f32, f16, bf16 };
 
+// The fused kernels keep a query's head dim in registers: a warp's 32 lanes, 8 values each.
+constexpr int64_t kFusedMaxDim = 256;
+
+// The fused kernels run one warp per query, kFusedQueriesPerBlock to a block, and one block per
+// kFusedQueriesPerBlock queries on a one-dimensional grid of at most 2^31 - 1 blocks.
+constexpr int64_t kFusedQueriesPerBlock = 4;
+constexpr int64_t kFusedMaxQueries = kFusedQueriesPerBlock * ((int64_t(1) << 31) - 1);
+
 struct Problem {
   int rank;
   Axis axes[3];

@@ -19,9 +19,10 @@ namespace cuda {
 namespace {
 
 constexpr int kWarp = 32;
-constexpr int kWarpsPerBlock = 4;
+constexpr int kWarpsPerBlock = static_cast<int>(kFusedQueriesPerBlock);
 constexpr int kThreads = 256;
-constexpr int kMaxPerLane = 8;  // head dims up to 32 * 8 = 256 in the fused kernels
+constexpr int kMaxPerLane = 8;
+static_assert(kWarp * kMaxPerLane == kFusedMaxDim, "the host checks head dims against kFusedMaxDim");
 
 template <typename T> __device__ inline float load(const T* p, int64_t i);
 template <> __device__ inline float load(const float* p, int64_t i) { return p[i]; }
@@ -359,15 +360,17 @@ const T* typed(const void* p) { return static_cast<const T*>(p); }
 template <typename T>
 T* typed(void* p) { return static_cast<T*>(p); }
 
+// The host checks both limits first (na_cuda.cpp); the launchers refuse rather than launch past them.
 cudaError_t fused_shape_error(const Problem& p) {
-  return p.dim > kWarp * kMaxPerLane || p.dim_v > kWarp * kMaxPerLane ? cudaErrorInvalidValue : cudaSuccess;
+  if (p.dim > kFusedMaxDim || p.dim_v > kFusedMaxDim) return cudaErrorInvalidValue;
+  return p.batch * p.heads * tokens(p) > kFusedMaxQueries ? cudaErrorInvalidConfiguration : cudaSuccess;
 }
 
 }  // namespace
 
 cudaError_t fused_forward(const Problem& p, DType t, const void* q, const void* k, const void* v,
                           const void* rpb, void* out, float* lse, float scale, cudaStream_t s) {
-  if (fused_shape_error(p) != cudaSuccess) return cudaErrorInvalidValue;
+  if (const cudaError_t e = fused_shape_error(p); e != cudaSuccess) return e;
   NB_DISPATCH(t, fused_forward_kernel<T><<<warp_blocks(p), kWarp * kWarpsPerBlock, 0, s>>>(
                      p, typed<T>(q), typed<T>(k), typed<T>(v), typed<T>(rpb), typed<T>(out), lse, scale));
   return cudaGetLastError();
@@ -377,7 +380,7 @@ cudaError_t fused_backward(const Problem& p, DType t, const void* q, const void*
                            const void* rpb, const void* out, const float* lse, const void* dout,
                            void* dq, float* dk, float* dv, float* drpb, float scale,
                            cudaStream_t s) {
-  if (fused_shape_error(p) != cudaSuccess) return cudaErrorInvalidValue;
+  if (const cudaError_t e = fused_shape_error(p); e != cudaSuccess) return e;
   NB_DISPATCH(t, fused_backward_kernel<T><<<warp_blocks(p), kWarp * kWarpsPerBlock, 0, s>>>(
                      p, typed<T>(q), typed<T>(k), typed<T>(v), typed<T>(rpb), typed<T>(out), lse,
                      typed<T>(dout), typed<T>(dq), dk, dv, drpb, scale));

@@ -1,37 +1,13 @@
 // Host API of the neighborhood-attention ops (implemented per device, registered in bindings.cpp).
 #pragma once
 
-#include <ATen/core/List.h>
 #include <ATen/core/Tensor.h>
 
 #include <tuple>
-#include <vector>
 
-#include "na_geometry.h"
+#include "na_checks.h"
 
 namespace natbench {
-
-using IntList = std::vector<int64_t>;
-using BoolList = c10::List<bool>;  // std::vector<bool> cannot be registered
-
-// The geometry lists' lengths against the problem's rank (the CPU and CUDA host APIs both check).
-inline void check_geometry_lists(int64_t rank, const IntList& kernel, const IntList& dilation,
-                                 const IntList& stride, const BoolList& causal) {
-  TORCH_CHECK(static_cast<int64_t>(kernel.size()) == rank && static_cast<int64_t>(dilation.size()) == rank &&
-                  static_cast<int64_t>(stride.size()) == rank && static_cast<int64_t>(causal.size()) == rank,
-              "kernel_size, dilation, stride and is_causal need ", rank, " entries each");
-}
-
-// Spatial axis d of a [B, *spatial, H, D] tensor, checked against the geometry lists.
-inline Axis checked_axis(const at::Tensor& x, int64_t d, const IntList& kernel, const IntList& dilation,
-                         const IntList& stride, const BoolList& causal) {
-  const int64_t length = x.size(d + 1);
-  TORCH_CHECK(kernel[d] >= 1 && dilation[d] >= 1 && kernel[d] * dilation[d] <= length,
-              "axis ", d, ": kernel_size ", kernel[d], " x dilation ", dilation[d], " > length ", length);
-  TORCH_CHECK(stride[d] >= 1 && stride[d] <= kernel[d], "axis ", d, ": stride ", stride[d],
-              " is outside 1..kernel_size ", kernel[d]);
-  return Axis{length, kernel[d], dilation[d], stride[d], causal.get(d)};
-}
 
 std::tuple<at::Tensor, at::Tensor> fused_forward_cpu(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const std::optional<at::Tensor>& rpb,

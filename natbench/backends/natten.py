@@ -41,33 +41,46 @@ def _register() -> None:
 
     ops = torch.ops.natbench
 
+    # A real tensor beside a meta one dispatches here rather than to a kernel: refuse it, as the
+    # kernels' own checks would, instead of returning uninitialised memory.
+    def one_device(op, *tensors):
+        devices = sorted({str(t.device) for t in tensors if t is not None})
+        if len(devices) > 1:
+            raise RuntimeError(f"{op}: every input must be on one device, got {', '.join(devices)}")
+
     @torch.library.register_fake("natbench::na_fused_forward")
     def _(q, k, v, rpb, kernel_size, dilation, stride, is_causal, scale):
+        one_device("na_fused_forward", q, k, v, rpb)
         lse_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
         n = q.numel() // (q.shape[0] * q.shape[-2] * q.shape[-1])
         return v.new_empty(v.shape), q.new_empty((q.shape[0], q.shape[-2], n), dtype=lse_dtype)
 
     @torch.library.register_fake("natbench::na_fused_backward")
     def _(q, k, v, rpb, out, lse, dout, kernel_size, dilation, stride, is_causal, scale):
+        one_device("na_fused_backward", q, k, v, rpb, out, lse, dout)
         return (q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape),
                 None if rpb is None else rpb.new_empty(rpb.shape))
 
     @torch.library.register_fake("natbench::na_qk_rpb")
     def _(q, k, rpb, kernel_size, dilation, stride, is_causal, scale):
+        one_device("na_qk_rpb", q, k, rpb)
         g = _geometry(q.shape, kernel_size, dilation, stride, is_causal)
         return q.new_empty((q.shape[0], q.shape[-2], g.tokens, g.window_keys))
 
     @torch.library.register_fake("natbench::na_qk_rpb_backward")
     def _(q, k, d_logits, has_rpb, kernel_size, dilation, stride, is_causal, scale):
+        one_device("na_qk_rpb_backward", q, k, d_logits)
         table = (q.shape[-2], *(2 * x - 1 for x in kernel_size))
         return q.new_empty(q.shape), k.new_empty(k.shape), q.new_empty(table) if has_rpb else None
 
     @torch.library.register_fake("natbench::na_av")
     def _(attn, v, kernel_size, dilation, stride, is_causal):
+        one_device("na_av", attn, v)
         return v.new_empty(v.shape)
 
     @torch.library.register_fake("natbench::na_av_backward")
     def _(attn, v, dout, kernel_size, dilation, stride, is_causal):
+        one_device("na_av_backward", attn, v, dout)
         return attn.new_empty(attn.shape), v.new_empty(v.shape)
 
     def fused_setup(ctx, inputs, output):

@@ -14,9 +14,9 @@ def folder(tmp_path, monkeypatch):
 
 
 def _stamp(folder, ok=True, reason=None, library=None):
-    sources, cflags, _ = extension._plan()
-    built = extension.Build(ok, reason, 41.0, str(folder), tuple(cflags))
-    extension._write_stamp(folder, built, extension.fingerprint(sources, cflags), library)
+    plan = extension._plan()
+    built = extension.Build(ok, reason, 41.0, str(folder), plan.cflags, plan.ldflags)
+    extension._write_stamp(folder, built, extension.fingerprint(plan), library)
     return built
 
 
@@ -52,10 +52,22 @@ def test_a_stamp_of_other_sources_or_flags_is_not_this_build(folder, tmp_path, m
 
 
 def test_the_fingerprint_covers_every_source_file(tmp_path, monkeypatch):
-    sources, cflags, _ = extension._plan()
+    plan = extension._plan()
     (tmp_path / "cpu").mkdir()
     (tmp_path / "cpu" / "na_kernels.h").write_text("// one kernel")
     monkeypatch.setattr(extension, "CSRC", tmp_path)
-    before = extension.fingerprint(sources, cflags)
+    before = extension.fingerprint(plan)
     (tmp_path / "cpu" / "na_kernels.h").write_text("// another kernel")
-    assert extension.fingerprint(sources, cflags) != before
+    assert extension.fingerprint(plan) != before
+
+
+def test_a_sanitized_build_is_another_build_of_the_cpu_kernels_alone(folder, tmp_path, monkeypatch):
+    library = tmp_path / "natbench_ext.so"
+    library.write_bytes(b"")
+    _stamp(folder, library=str(library))
+    monkeypatch.setenv(extension.SANITIZE, "address,undefined")
+    plan = extension._plan()
+    assert "-fsanitize=address,undefined" in plan.cflags and "-fsanitize=address,undefined" in plan.ldflags
+    assert "-O3" not in plan.cflags and plan.sources == extension.SOURCES
+    assert "sanitizers" in plan.cuda_reason
+    assert extension.status() is None  # the optimized build's stamp is not this build's
