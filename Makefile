@@ -4,17 +4,17 @@ PIP = $(PYTHON) -m pip --disable-pip-version-check
 TORCH_VERSION ?= 2.13.0
 NATTEN_VERSION ?= 0.21.7
 
-.PHONY: install natten-lib run test cuda-check sanitize
+.PHONY: install natten-lib run test cuda-check sanitize gpu-check
 
 # torch first, pinned, and only when absent: an unpinned torch would pull the CUDA build.
 install:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q torch==$(TORCH_VERSION)
 	$(PIP) install -q -e ".[dev,tb]"
 
-# The optional NATTEN peer (backend natten-lib): its pure-Python path on a CPU-only machine.
+# The optional NATTEN peer (backend natten-lib): its pure-Python path with a CPU-only torch; with
+# CUDA only its published wheel, never its long source build (natbench/natten_install.py).
 natten-lib: install
-	@$(PYTHON) -c "import natten" 2>/dev/null || $(PIP) install -q --no-build-isolation \
-		natten==$(NATTEN_VERSION) || echo "natten-lib stays unavailable: NATTEN did not install"
+	@$(PYTHON) -m natbench.natten_install $(NATTEN_VERSION)
 
 # The main job: the kernel-size sweep on the best device here (CUDA when present, else CPU).
 # `python -m natbench` needs no activated environment to find the command.
@@ -60,6 +60,15 @@ sanitize: install
 	LD_PRELOAD="$$($(CXX) -print-file-name=libasan.so) $$($(CXX) -print-file-name=libstdc++.so)" \
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	$(PYTHON) -m pytest -q -p no:faulthandler --capture=sys $(SANITIZE_TESTS)
+
+# The one-shot check on a lent GPU (docs/cuda.md): 8 minutes, enforced, everything under
+# results/gpu/<gpu-name>/. It installs nothing where natbench's dependencies are already there (a
+# GPU machine may have no network), and exits 2 at once on a machine without CUDA.
+gpu-check:
+	@$(PYTHON) -c "import typer, rich, pandas, scipy, torch" 2>/dev/null || $(MAKE) --no-print-directory install
+	@if $(PYTHON) -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then \
+		$(PYTHON) -m natbench.natten_install $(NATTEN_VERSION); fi
+	$(PYTHON) -m natbench gpu-check
 
 # pytest exits 5 when it collected no test: that is a failure of the suite, not a pass.
 test: natten-lib cuda-check

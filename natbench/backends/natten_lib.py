@@ -12,7 +12,9 @@ from functools import lru_cache
 
 from natbench.backends.base import Backend, Capabilities
 
-_INSTALL = "pip install --no-build-isolation natten==0.21.7 (after torch)"
+_INSTALL = ("`make natten-lib` installs it: from PyPI with a CPU-only torch, and with CUDA only NATTEN's "
+            "published wheel for this torch and CUDA (NATBENCH_NATTEN_SOURCE_BUILD=1 builds it from "
+            "source instead, which takes long)")
 
 
 @lru_cache(maxsize=1)
