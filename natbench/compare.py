@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from natbench.store import case_order
 from natbench.verdict import (FASTER, SAME, SLOWER, UNKNOWN, Decision, Drift, chance_calls, decide,
                               drift_between)
 
@@ -146,11 +147,52 @@ def summarize(pairs: list[Pair]) -> Summary:
                    counts[SAME], counts[UNKNOWN], worst)
 
 
+# When a run's declared baseline did not run, or it declares none: the first of these that did.
+FALLBACK_BASELINES = ("swin", "sdpa", "torch", "natten")
+
+
+def pick_baseline(backends: list[str], declared: str | None, asked: str | None = None) -> tuple[str, str]:
+    """The backend the others are compared with, and why that one: `asked` (--baseline), else the
+    suite's declared baseline when it ran, else the first of FALLBACK_BASELINES that ran, else
+    the first by name. Never the first backend of a file by accident."""
+    from natbench.errors import ResultsError
+
+    if asked is not None:
+        if asked not in backends:
+            raise ResultsError(f"--baseline {asked}: no rows of that backend here; backends: "
+                               f"{', '.join(backends)}.")
+        return asked, "--baseline"
+    if declared in backends:
+        return declared, "the suite's baseline"
+    missing = f"the suite's baseline {declared} did not run; " if declared else ""
+    for name in FALLBACK_BASELINES:
+        if name in backends:
+            return name, f"{missing}the first of {', '.join(FALLBACK_BASELINES)} that ran"
+    return sorted(backends)[0], f"{missing}the first by name: none of {', '.join(FALLBACK_BASELINES)} ran"
+
+
+def run_baselines(results_list, asked: str | None = None) -> dict[str, tuple[str, str]]:
+    """Each loaded run's baseline and why (pick_baseline), keyed by its file's stem: --baseline
+    where that run has it, else the baseline its suite declared (recorded in its header)."""
+    picked = {}
+    for results in results_list:
+        backends = list(dict.fromkeys(r["backend"] for r in results.rows))
+        if not backends:
+            continue
+        picked[results.path.stem] = pick_baseline(backends, results.header.get("baseline"),
+                                                  asked if asked in backends else None)
+    if asked is not None and not any(why == "--baseline" for _, why in picked.values()):
+        from natbench.errors import ResultsError
+
+        raise ResultsError(f"--baseline {asked}: no run here has rows of that backend.")
+    return picked
+
+
 def compare_backends(rows: list[dict], baseline: str, candidates: list[str]) -> list[Comparison]:
-    """Each candidate backend against the baseline backend on the cases of one run."""
+    """Each candidate backend against the baseline backend on the cases of one run, in case order."""
     by_case: dict[str, dict[str, dict]] = {}
     labels: dict[str, str | None] = {}
-    for row in rows:
+    for row in sorted(rows, key=case_order):
         by_case.setdefault(row["case_key"], {})[row["backend"]] = row
         labels[row["case_key"]] = row.get("label")
     comparisons = []
@@ -170,7 +212,7 @@ def compare_runs(a, b, a_name: str, b_name: str, correct_drift: bool = True) -> 
 
     rows_a, rows_b = index(a.rows), index(b.rows)
     backends = list(dict.fromkeys(r["backend"] for r in [*a.rows, *b.rows]))
-    keys = list(dict.fromkeys(r["case_key"] for r in [*a.rows, *b.rows]))
+    keys = list(dict.fromkeys(r["case_key"] for r in sorted([*a.rows, *b.rows], key=case_order)))
     drifts = drift_between(a, b) if correct_drift else {}
     comparisons = []
     for backend in backends:

@@ -10,11 +10,12 @@ import json
 from contextlib import contextmanager
 from statistics import median
 
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from natbench.store import single_sample
+from natbench.store import case_order, single_sample
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -94,9 +95,13 @@ class RunWatch:
                        f"are on disk in {path}; continue with `{command}`.")
 
 
-def run_report(rows: list[dict], backends: list[str], title: str, sink: Sink) -> None:
-    """The table a run ends with, the skipped rows' reasons and the warnings about the rows."""
-    sink.table(results_table(rows, backends, title))
+def run_report(rows: list[dict], backends: list[str], title: str, sink: Sink, baseline: str | None = None,
+               show: tuple = ("latency",)) -> None:
+    """What a run ends with: its results table (and the memory table when asked), the skipped
+    rows' reasons, the warnings about the rows, and a line per backend against the baseline."""
+    for metric in show:
+        for table in results_tables(rows, backends, f"{title}: {METRIC_TITLES[metric]}", metric, out.width):
+            sink.table(table)
     for line in skip_reasons(rows):
         sink.info(f"  {line}")
     for warning in (noise_warning(rows), single_sample_warning(rows), load_warning(rows),
@@ -107,6 +112,9 @@ def run_report(rows: list[dict], backends: list[str], title: str, sink: Sink) ->
     if wrong:
         sink.warn(f"{len(wrong)} rows computed a wrong answer (WRONG above): their timings are "
                   f"not results.")
+    if baseline is not None and not sink.json_mode:
+        for line in baseline_lines(rows, backends, baseline):
+            out.print(line, highlight=False)
 
 
 def error(message: str) -> None:
@@ -127,7 +135,10 @@ def case_columns(rows: list[dict]) -> list[tuple[str, str]]:
     columns = []
     for key, title in _CASE_COLUMNS:
         values = {_axes(r.get(key)) for r in rows}
-        if len(values) > 1 or key in ("resolution", "kernel_size") or (key == "label" and values - {""}):
+        if key == "label":
+            if any(r.get("label") for r in rows):
+                columns.append((key, title))
+        elif len(values) > 1 or key in ("resolution", "kernel_size"):
             columns.append((key, title))
     return columns
 
@@ -145,13 +156,31 @@ def format_seconds(seconds: float) -> str:
     return _scaled(seconds, (("s", 1.0), ("ms", 1e-3), ("us", 1e-6), ("ns", 1e-9)))
 
 
-def format_bytes(count: float | None) -> str:
-    if count is None:
-        return "-"
-    return _scaled(count, (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10), ("B", 1)))
+METRIC_TITLES = {"latency": "median latency ±95% CI half-width", "memory": "peak extra memory"}
+# metric -> the row's field and its units, largest first, in that field's own unit
+_UNITS = {"latency": ("latency_ms_median", (("s", 1e3), ("ms", 1.0), ("us", 1e-3))),
+          "memory": ("peak_memory_bytes", (("GiB", 2.0 ** 30), ("MiB", 2.0 ** 20), ("KiB", 2.0 ** 10), ("B", 1.0)))}
 
 
-def cell(row: dict | None) -> str:
+def table_unit(rows: list[dict], metric: str) -> tuple[str, float]:
+    """One unit for a whole table: the largest its median value reaches at least 1 of."""
+    field, units = _UNITS[metric]
+    values = sorted(r[field] for r in rows if r["status"] in ("ok", "timeout") and r.get(field))
+    if not values:
+        return units[1]
+    typical = values[len(values) // 2]
+    return next(((name, scale) for name, scale in units if typical >= scale), units[-1])
+
+
+def number(value: float) -> str:
+    """Three significant digits, without an exponent: 0.829, 4.75, 23.0, 448."""
+    if value >= 100:
+        return f"{value:.0f}"
+    return f"{value:.{2 if value >= 1 else 3}f}" if value < 10 else f"{value:.1f}"
+
+
+def cell(row: dict | None, metric: str = "latency", scale: float = 1.0) -> str:
+    """One line: the median in the table's unit and its 95% CI half-width, or why there is none."""
     if row is None:
         return "[dim]-[/]"
     status = row["status"]
@@ -161,35 +190,88 @@ def cell(row: dict | None) -> str:
         return f"[red]{status}[/]"
     if status == "timeout" and "latency_ms_median" not in row:  # killed with its worker
         return "[yellow]timeout[/]"
-    median = row["latency_ms_median"] * 1e-3
-    half = (row["latency_ms_ci_high"] - row["latency_ms_ci_low"]) / 2 / row["latency_ms_median"]
-    memory = f"\n[dim]{format_bytes(row.get('peak_memory_bytes'))}[/]"
-    text = f"{format_seconds(median)} ±{100 * half:.0f}%{memory}"
-    if status == "timeout":
-        text = f"[yellow]{format_seconds(median)} 1 call[/]{memory}"
-    elif single_sample(row):
-        text = f"[yellow]{format_seconds(median)} 1 sample[/]{memory}"
+    if metric == "memory":
+        value = row.get("peak_memory_bytes")
+        text = "-" if value is None else number(value / scale)
+    else:
+        median = row["latency_ms_median"]
+        half = (row["latency_ms_ci_high"] - row["latency_ms_ci_low"]) / 2 / median
+        text = f"{number(median / scale)} ±{100 * half:.0f}%"
+        if status == "timeout":
+            text = f"[yellow]{number(median / scale)} 1 call[/]"
+        elif single_sample(row):
+            text = f"[yellow]{number(median / scale)} 1 sample[/]"
     if row.get("check") == "fail":
         text = f"[bold red]WRONG[/] {text}"
     return text
 
 
-def results_table(rows: list[dict], backends: list[str], title: str) -> Table:
-    """Backends side by side per case: median latency and its 95% CI half-width."""
-    columns = case_columns(rows)
-    table = Table(title=title, title_justify="left")
+def _table(title: str, columns: list[tuple[str, str]], backends: list[str], unit: str) -> Table:
+    # at least as wide as its title, which would otherwise wrap over a narrow table
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+                  min_width=len(title))
     for _, name in columns:
-        table.add_column(name)
+        table.add_column(name, no_wrap=True)
     for backend in backends:
-        table.add_column(backend, justify="right")
-    by_case: dict[str, dict[str, dict]] = {}
-    for row in rows:
-        by_case.setdefault(row["case_key"], {})[row["backend"]] = row
-    for cells in by_case.values():
-        first = next(iter(cells.values()))
-        table.add_row(*[_axes(first.get(key)) for key, _ in columns],
-                      *[cell(cells.get(b)) for b in backends])
+        table.add_column(f"{backend}\n{unit}", justify="right", no_wrap=True)
     return table
+
+
+def results_tables(rows: list[dict], backends: list[str], title: str, metric: str = "latency",
+                   width: int | None = None) -> list[Table]:
+    """Backends side by side per case, rows in case order, one line per cell, the unit in the
+    headers. Wider than `width` columns, the backends go into as many tables as it takes, each
+    with the case columns, so that no cell wraps."""
+    from rich.measure import Measurement
+
+    columns = case_columns(rows)
+    unit, scale = table_unit(rows, metric)
+    by_case: dict[str, dict[str, dict]] = {}
+    for row in sorted(rows, key=case_order):
+        by_case.setdefault(row["case_key"], {})[row["backend"]] = row
+    lines = [([_axes(next(iter(cells.values())).get(key)) for key, _ in columns],
+              {b: cell(cells.get(b), metric, scale) for b in backends}) for cells in by_case.values()]
+
+    def build(names: list[str], part: str) -> Table:
+        table = _table(title + part, columns, names, unit)
+        for case_cells, backend_cells in lines:
+            table.add_row(*case_cells, *[backend_cells[b] for b in names])
+        return table
+
+    groups, group = [], []
+    for backend in backends:
+        trial = build([*group, backend], "")
+        if group and width and Measurement.get(out, out.options.update(width=10 ** 4), trial).maximum > width:
+            groups.append(group)
+            group = []
+        group.append(backend)
+    groups.append(group)
+    if len(groups) == 1:
+        return [build(groups[0], "")]
+    return [build(names, f" ({i + 1} of {len(groups)}, to fit {width} columns)")
+            for i, names in enumerate(groups)]
+
+
+def baseline_lines(rows: list[dict], backends: list[str], baseline: str) -> list[str]:
+    """A line per backend: its geometric-mean latency ratio to the baseline over the cases both
+    ran, the 95% CI, and the cases it is faster, slower, or not significantly different in."""
+    from natbench.compare import compare_backends
+
+    others = [b for b in backends if b != baseline]
+    if not others or not any(r["backend"] == baseline for r in rows):
+        return []
+    width = max(map(len, others))
+    lines = [f"against {baseline}: time ratio, geometric mean over the cases both ran [95% CI]"]
+    for comparison in compare_backends(rows, baseline, others):
+        s = comparison.summary
+        name = comparison.b_label.ljust(width)
+        if not s.n:
+            lines.append(f"  {name}  no case ran on both ({s.unknown} unknown)")
+            continue
+        ratio = f"{s.geomean:.2f}x [{s.geomean_low:.2f}, {s.geomean_high:.2f}]"
+        lines.append(f"  {name}  {ratio:<23}  faster {s.wins}, slower {s.losses}, not significant {s.ties}"
+                     + (f", unknown {s.unknown}" if s.unknown else ""))
+    return lines
 
 
 def skip_reasons(rows: list[dict]) -> list[str]:

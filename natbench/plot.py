@@ -94,8 +94,45 @@ def _groups(rows: list[dict], x: str) -> list[tuple[list[str], list[dict]]]:
     return out
 
 
-def _series_name(row: dict, sources: int) -> str:
-    return row["backend"] if sources == 1 else f"{row['backend']} ({row['_source']})"
+# One colour per shipped backend in every figure, report and run: natten always blue. Plugins take
+# a colour of EXTRA_COLOURS by a hash of their name (the same in every figure), the next free one
+# where two meet in a figure.
+COLOURS = {"natten": "#1f5fbf", "natten-unfused": "#7fb2e5", "torch": "#2a9d3a", "flex": "#8e44ad",
+           "natten-lib": "#f07f0e", "swin": "#d62728", "swin-explicit": "#f2a1a1", "sdpa": "#6e6e6e",
+           "reference": "#000000"}
+EXTRA_COLOURS = ("#8c564b", "#e377c2", "#bcbd22", "#17becf", "#393b79", "#637939", "#843c39", "#7b4173")
+# Runs (results files) told apart by line style and marker.
+STYLES = (("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"))
+MAX_LINES = 8  # lines on one axes; more go into panels side by side
+
+
+def colours(backends) -> dict[str, str]:
+    """Each backend's colour: its own, or a plugin's from EXTRA_COLOURS, never one taken twice."""
+    import zlib
+
+    chosen = {b: COLOURS[b] for b in backends if b in COLOURS}
+    for backend in sorted(b for b in set(backends) if b not in COLOURS):
+        start = zlib.crc32(backend.encode()) % len(EXTRA_COLOURS)
+        free = [EXTRA_COLOURS[(start + i) % len(EXTRA_COLOURS)] for i in range(len(EXTRA_COLOURS))]
+        chosen[backend] = next((c for c in free if c not in chosen.values()), free[0])
+    return chosen
+
+
+def _panels(keys: list[tuple[str, str]], sources: list[str]) -> list[list[tuple[str, str]]]:
+    """(backend, source) lines split into panels of at most MAX_LINES: one run per panel when
+    several runs have too many lines together, and chunks of backends within a run."""
+    if len(keys) <= MAX_LINES:
+        return [keys]
+    panels = []
+    for source in sources:
+        mine = [k for k in keys if k[1] == source]
+        panels += [mine[i:i + MAX_LINES] for i in range(0, len(mine), MAX_LINES)]
+    return [p for p in panels if p]
+
+
+def _plain(value, _position=None) -> str:
+    """A tick label in plain numbers (0.5, 2, 100), not powers of ten."""
+    return f"{value:g}" if value < 1e5 else f"{value:.0e}"
 
 
 def _spans(values, factor: float) -> bool:
@@ -127,69 +164,151 @@ def _save(fig, out_dir: Path, name: str, formats=FORMATS) -> list[Path]:
     return paths
 
 
+def _line_groups(rows: list[dict], x: str, point) -> list[tuple[list[str], dict, int, list]]:
+    """Per group of fixed case fields: its words, {(backend, source): [(x, y, low, high)]}
+    sorted along x, the rows left out, and x's order. `point(row)` is (y, low, high), or None
+    for a row that gives no point."""
+    out = []
+    for fixed, members in _groups(rows, x):
+        xs_all = [axis_value(r.get(x)) for r in members]
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in xs_all)
+        order = sorted(set(xs_all)) if numeric else list(dict.fromkeys(map(str, xs_all)))
+        lines: dict[tuple[str, str], list] = {}
+        left_out = 0
+        for row in members:
+            value = point(row)
+            if value is None:
+                left_out += 1
+                continue
+            at = axis_value(row.get(x))
+            lines.setdefault((row["backend"], row["_source"]), []).append(
+                (at if numeric else order.index(str(at)), *value))
+        for points in lines.values():
+            points.sort()
+        if lines:
+            out.append((fixed, lines, left_out, numeric, order))
+    return out
+
+
+_LEFT_OUT = "skipped, failed or wrong answers (see the results table)"
+
+
+def _draw(plt, groups, x: str, ylabel: str, title: str, out_dir: Path, name: str, formats,
+          reference: float | None = None, reference_label: str = "", left_out_why: str = _LEFT_OUT) -> list[Path]:
+    """One figure per group: a line per (backend, run) in the backend's colour and the run's
+    style, a 95% CI band where the points have one, panels of at most MAX_LINES lines, the legend
+    outside the axes, log axes labelled in plain numbers."""
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    paths = []
+    for index, (fixed, lines, left_out, numeric, order) in enumerate(groups):
+        sources = list(dict.fromkeys(source for _, source in lines))
+        palette = colours([backend for backend, _ in lines])
+        style = {source: STYLES[i % len(STYLES)] for i, source in enumerate(sources)}
+        panels = _panels(list(lines), sources)
+        fig, axes = plt.subplots(1, len(panels), figsize=(6.4 * len(panels) + 2.2, 4.6), sharey=True,
+                                 squeeze=False, layout="constrained")
+        values = [p[1] for points in lines.values() for p in points]
+        for ax, panel in zip(axes[0], panels):
+            for key in panel:
+                backend, source = key
+                xs = [p[0] for p in lines[key]]
+                ys = [p[1] for p in lines[key]]
+                linestyle, marker = style[source]
+                ax.plot(xs, ys, color=palette[backend], linestyle=linestyle, marker=marker, markersize=4)
+                if all(p[2] is not None for p in lines[key]):
+                    ax.fill_between(xs, [p[2] for p in lines[key]], [p[3] for p in lines[key]],
+                                    color=palette[backend], alpha=0.15, linewidth=0)
+            if reference is not None:
+                ax.axhline(reference, color="black", linewidth=0.9)
+            if numeric and _spans(order, 16):  # maps 14..256 yes, kernels 3..31 no
+                ax.set_xscale("log", base=2)
+                ax.set_xticks(order, [str(v) for v in order])
+            elif not numeric:
+                ax.set_xticks(range(len(order)), order)
+            elif len(order) <= 16:
+                ax.set_xticks(order, [str(v) for v in order])
+            if reference is not None or _spans(values, 10):
+                ax.set_yscale("log")
+                ax.yaxis.set_major_formatter(FuncFormatter(_plain))
+                ax.yaxis.set_minor_formatter(NullFormatter())
+            ax.set_xlabel({"kernel_size": "kernel size K (NA) = window (Swin)",
+                           "resolution": "feature map"}.get(x, _TITLES.get(x) or x))
+            ax.grid(True, which="both", alpha=0.3)
+            if len(panels) > 1 and len(sources) > 1 and len({s for _, s in panel}) == 1:
+                ax.set_title(panel[0][1], fontsize=9)
+        axes[0][0].set_ylabel(ylabel)
+        fig.suptitle(f"{title}\n{', '.join(fixed)}", fontsize=10)
+        shipped = list(COLOURS)
+        ordered = sorted(dict.fromkeys(backend for backend, _ in lines),
+                         key=lambda b: (shipped.index(b) if b in shipped else len(shipped), b))
+        handles = [Line2D([], [], color=palette[b], marker="o", markersize=4, label=b) for b in ordered]
+        if len(sources) > 1:
+            handles += [Line2D([], [], color="black", linestyle=style[s][0], marker=style[s][1],
+                               markersize=4, label=f"run {s}") for s in sources]
+        if reference is not None:
+            handles.append(Line2D([], [], color="black", linewidth=0.9, label=reference_label))
+        fig.legend(handles=handles, loc="outside right upper", fontsize=8, frameon=False)
+        if left_out:
+            fig.text(0.01, -0.04, f"{left_out} rows left out: {left_out_why}", fontsize=7)
+        suffix = f"-{index + 1}" if len(groups) > 1 else ""
+        paths += _save(fig, out_dir, f"{name}{suffix}", formats)
+        plt.close(fig)
+    return paths
+
+
 def metric_figures(rows: list[dict], x: str, y: str, out_dir: Path, stem: str,
                    formats=FORMATS) -> list[Path]:
-    """One figure per group of fixed fields: y against x, a line and CI band per backend."""
+    """One figure per group of fixed fields: y against x, a line and CI band per backend and run."""
     if y not in METRICS:
-        raise ResultsError(f"--y {y!r}: use one of {', '.join(METRICS)}.")
+        raise ResultsError(f"--y {y!r}: use one of {', '.join(METRICS)}, ratio.")
     if x not in CASE_FIELDS:
         raise ResultsError(f"--x {x!r}: use one of {', '.join(CASE_FIELDS)}.")
     plt = _pyplot()
     out_dir.mkdir(parents=True, exist_ok=True)
-    field, _, label, scale = METRICS[y]
-    sources = len({r["_source"] for r in rows})
-    paths = []
-    groups = _groups(rows, x)
-    for index, (fixed, members) in enumerate(groups):
-        xs_all = [axis_value(r.get(x)) for r in members]
-        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in xs_all)
-        order = sorted(set(xs_all), key=lambda v: (str(type(v)), v)) if numeric else \
-            list(dict.fromkeys(map(str, xs_all)))
-        fig, ax = plt.subplots(figsize=(7.5, 4.8))
-        series: dict[str, list[dict]] = {}
-        for row in members:
-            series.setdefault(_series_name(row, sources), []).append(row)
-        plotted, left_out, values = 0, 0, []
-        for name, series_rows in series.items():
-            good = [r for r in series_rows if usable(r) and r.get(field) is not None]
-            left_out += len(series_rows) - len(good)
-            if not good:
-                continue
-            good.sort(key=lambda r: order.index(axis_value(r.get(x)) if numeric else str(axis_value(r.get(x)))))
-            xs = [axis_value(r.get(x)) if numeric else order.index(str(axis_value(r.get(x)))) for r in good]
-            ys = [r[field] * scale for r in good]
-            line, = ax.plot(xs, ys, marker="o", label=name)
-            bands = [_band(r, y) for r in good]
-            if all(b is not None for b in bands):
-                ax.fill_between(xs, [b[0] for b in bands], [b[1] for b in bands], color=line.get_color(),
-                                alpha=0.2, linewidth=0)
-            plotted += 1
-            values += ys
-        if not plotted:
-            plt.close(fig)
-            continue
-        if numeric and _spans(order, 16):  # maps 14..256 yes, kernels 3..31 no
-            ax.set_xscale("log", base=2)
-            ax.set_xticks(order, [str(v) for v in order])
-        elif not numeric:
-            ax.set_xticks(range(len(order)), order)
-        elif len(order) <= 16:
-            ax.set_xticks(order, [str(v) for v in order])
-        if _spans(values, 10):
-            ax.set_yscale("log")
-        ax.set_xlabel(_TITLES.get(x) or x if x not in ("kernel_size", "resolution") else
-                      {"kernel_size": "kernel size K (NA) = window (Swin)", "resolution": "feature map"}[x])
-        ax.set_ylabel(label + (" (band: 95% CI)" if METRICS[y][1] else ""))
-        ax.set_title(f"{label} vs {x}\n{', '.join(fixed)}", fontsize=10)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-        if left_out:
-            fig.text(0.01, -0.02, f"{left_out} rows left out: skipped, failed or wrong answers "
-                     f"(see the results table)", fontsize=7)
-        suffix = f"-{index + 1}" if len(groups) > 1 else ""
-        paths += _save(fig, out_dir, f"{stem}-{y}-vs-{x}{suffix}", formats)
-        plt.close(fig)
-    return paths
+    field, ci, label, scale = METRICS[y]
+
+    def point(row):
+        if not usable(row) or row.get(field) is None:
+            return None
+        band = _band(row, y)
+        return (row[field] * scale, *(band if band else (None, None)))
+
+    return _draw(plt, _line_groups(rows, x, point), x, label + (" (band: 95% CI)" if ci else ""),
+                 f"{label} vs {x}", out_dir, f"{stem}-{y}-vs-{x}", formats)
+
+
+def ratio_figures(rows: list[dict], baselines: dict[str, str], x: str, out_dir: Path, stem: str,
+                  formats=FORMATS) -> list[Path]:
+    """Each backend's time ratio to its run's baseline (`baselines`: run -> backend) against x,
+    with the ratio's 95% CI from the rounds (compare.py), and the baseline as the line at 1."""
+    from natbench.compare import compare_backends
+
+    plt = _pyplot()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ratios = {}
+    for source, baseline in baselines.items():
+        mine = [r for r in rows if r["_source"] == source]
+        others = list(dict.fromkeys(r["backend"] for r in mine if r["backend"] != baseline))
+        for comparison in compare_backends(mine, baseline, others):
+            for pair in comparison.pairs:
+                if pair.ratio is not None:
+                    ratios[(source, comparison.b_label, pair.case_key)] = (pair.ratio, pair.ratio_low,
+                                                                           pair.ratio_high)
+    if not ratios:
+        return []
+    named = sorted(set(baselines.values()))
+
+    def point(row):
+        return ratios.get((row["_source"], row["backend"], row["case_key"]))
+
+    candidates = [r for r in rows if r["backend"] != baselines.get(r["_source"])]
+    return _draw(plt, _line_groups(candidates, x, point), x,
+                 f"time / {' or '.join(named)} (below 1: faster; band: 95% CI)",
+                 f"time ratio to {' or '.join(named)} vs {x}", out_dir, f"{stem}-ratio-vs-{x}", formats,
+                 reference=1.0, reference_label=f"{' or '.join(named)} (= 1)",
+                 left_out_why="no ratio: skipped, failed, wrong answers, or no CI (see the comparisons)")
 
 
 def roofline_figures(rows: list[dict], calibrations: dict, out_dir: Path, stem: str,
@@ -204,15 +323,18 @@ def roofline_figures(rows: list[dict], calibrations: dict, out_dir: Path, stem: 
                 and r.get("flops")]
         if not good:
             continue
-        fig, ax = plt.subplots(figsize=(7.5, 4.8))
+        fig, ax = plt.subplots(figsize=(8.6, 4.6), layout="constrained")
         intensities = []
-        series: dict[str, list[dict]] = {}
+        series: dict[tuple[str, str], list[dict]] = {}
         for row in good:
-            series.setdefault(_series_name(row, sources), []).append(row)
-        for name, series_rows in series.items():
+            series.setdefault((row["backend"], row["_source"]), []).append(row)
+        palette = colours([backend for backend, _ in series])
+        runs = list(dict.fromkeys(source for _, source in series))
+        for (backend, source), series_rows in series.items():
             ai = [r["flops"] / compulsory_bytes(r) for r in series_rows]
             achieved = [r["flops"] / (r["latency_ms_median"] * 1e-3) for r in series_rows]
-            ax.scatter(ai, achieved, label=name, s=18)
+            ax.scatter(ai, achieved, color=palette[backend], marker=STYLES[runs.index(source) % len(STYLES)][1],
+                       s=18, label=backend if sources == 1 else f"{backend} ({source})")
             intensities += ai
         peak, bandwidth = calibration["matmul_flops_per_s"], calibration["bandwidth_bytes_per_s"]
         low, high = min(intensities) / 2, max(intensities) * 2
@@ -226,7 +348,7 @@ def roofline_figures(rows: list[dict], calibrations: dict, out_dir: Path, stem: 
         ax.set_ylabel("achieved FLOP/s")
         ax.set_title(f"roofline: {device}, {dtype} (roofs from this run's calibration)", fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        fig.legend(loc="outside right upper", fontsize=8, frameon=False)
         paths += _save(fig, out_dir, f"{stem}-roofline-{device}-{dtype}", formats)
         plt.close(fig)
     return paths

@@ -38,7 +38,7 @@ def execute(suite: Suite, points: list[Point], backends: list[str], device: str,
                                         if (p.case.key, b) not in done], watch, worker, policy)
         compiled = any(get_backend(b).needs_extension for b in backends)
         header = {**collect(device, suite.name, build_extension=compiled), "suite_file": str(suite.path),
-                  "backends": backends, "policy": policy.__dict__, **prepared,
+                  "backends": backends, "baseline": suite.baseline, "policy": policy.__dict__, **prepared,
                   **({"plan": plan} if plan is not None else {})}
         header["env"].update(worker.environment)
         writer = store.ResultsWriter(path, header, resume, retry_crashed)

@@ -182,3 +182,21 @@ class ResultsWriter:
 def single_sample(row: dict) -> bool:
     """A row of one sample in all (its budget held one call): it has no CI, only the point."""
     return (row.get("ci_method") or "").endswith("/single")
+
+
+# The case fields in the order rows sort by: the suite's shape first, the swept axes after.
+CASE_ORDER = ("label", "rank", "batch", "heads", "head_dim", "resolution", "kernel_size", "dilation",
+              "stride", "is_causal", "rpb", "dtype", "device", "pass")
+
+
+def case_order(row: dict) -> tuple:
+    """A sort key that puts rows in case order (K = 3, 5, 7, ...; per-axis lists compared as
+    tuples), whatever order they were measured in."""
+    def value(v):
+        if isinstance(v, list):
+            return tuple(value(x) for x in v)
+        if isinstance(v, bool):
+            return int(v)
+        return ("", v) if isinstance(v, str) else v
+
+    return tuple((type(row.get(f)).__name__, value(row.get(f))) for f in CASE_ORDER)

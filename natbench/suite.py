@@ -36,7 +36,7 @@ from natbench.paths import SUITES
 from natbench.timing import TimingPolicy
 AXES = ("rank", "batch", "heads", "head_dim", "resolution", "kernel_size", "dilation", "stride",
         "is_causal", "rpb", "dtype", "device", "pass", "label")
-TOP_KEYS = ("description", "backends", "case", "sweep", "zip", "timing", "gate")
+TOP_KEYS = ("description", "backends", "baseline", "case", "sweep", "zip", "timing", "gate")
 GATE_KEYS = ("latency", "memory", "flops")  # natbench gate's thresholds, as fractions
 TIMING_KEYS = tuple(f.name for f in fields(TimingPolicy))
 # [timing] also holds a table per device: [timing]'s fields for runs on that device only.
@@ -66,6 +66,7 @@ class Suite:
     zips: list[dict] = field(default_factory=list)
     timing: dict = field(default_factory=dict)
     gate: dict = field(default_factory=dict)
+    baseline: str | None = None  # the backend every other is compared with in tables and reports
 
     def with_overrides(self, overrides: dict[str, list]) -> Suite:
         """Replace axes by `--set AXIS=v1,v2` values: one value overrides, several sweep."""
@@ -81,7 +82,7 @@ class Suite:
                 sweep[axis] = list(values)
         zips = [group for group in zips if group]
         return Suite(self.name, self.path, self.description, self.backends, defaults, sweep,
-                     zips, self.timing, self.gate)
+                     zips, self.timing, self.gate, self.baseline)
 
     def policy(self, device: str | None = None, **overrides) -> TimingPolicy:
         """The [timing] table, then the run's device's [timing.DEVICE] (its fields replace
@@ -169,6 +170,10 @@ def load(name_or_path: str) -> Suite:
         if name not in backend_names():
             raise SuiteError(f"{checker.at('backends')}: unknown backend {name!r}"
                              f"{_suggest(name, backend_names())}.")
+    baseline = data.get("baseline")
+    if baseline is not None and (not isinstance(baseline, str) or baseline not in (backends or backend_names())):
+        raise SuiteError(f"{checker.at('baseline')}: baseline must be one of the suite's backends "
+                         f"({', '.join(backends or backend_names())}), got {baseline!r}.")
     defaults = checker.table(data, "case", AXES)
     sweep = checker.table(data, "sweep", AXES)
     for axis, values in sweep.items():
@@ -197,7 +202,7 @@ def load(name_or_path: str) -> Suite:
             raise SuiteError(f"{checker.at(metric, 'gate')}: gate.{metric} must be a fraction >= 0, "
                              f"e.g. 0.1 for 10%.")
     suite = Suite(path.stem, path, data.get("description", ""), backends, defaults, sweep, zips,
-                  timing, gate)
+                  timing, gate, baseline)
     suite.expand()  # surfaces bad values now, with the file's name
     for device in (None, *DEVICES):
         suite.policy(device)

@@ -20,6 +20,8 @@ Rounds = Annotated[Optional[int], typer.Option(min=1, help="Rounds per case, spr
 CallTimeout = Annotated[Optional[float], typer.Option(help="Seconds a measuring worker may run past a pair's budget (one call, or a round's set-up) before it is killed and the round recorded as a timeout; default 120.")]
 Threads = Annotated[Optional[str], typer.Option(help="torch's CPU threads while timing: a count, or auto for torch's default (one per physical core). Default 1 (the suite may set its own).")]
 BackendModules = Annotated[Optional[list[str]], typer.Option("--backend-module", help="Load plugin backends from path/to/file.py or package.module[:Class] (repeatable); installed packages' natbench.backends entry points load by themselves. docs/plugins.md.")]
+Show = Annotated[Optional[list[str]], typer.Option("--show", help="Tables to print: latency (the default), memory; repeatable.")]
+Baseline = Annotated[Optional[str], typer.Option(help="The backend the others are compared with; default: the suite's declared baseline.")]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON only, on stdout.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or notes; results only.")]
 
@@ -142,3 +144,12 @@ def resumed_plan(out, given: dict, typed: set[str], force: bool) -> dict:
                                  f"plan; leave the option out, or pass --force to change it.")
             resumed[name] = given[name]
     return resumed
+
+
+def shown(show: list[str] | None) -> tuple:
+    """--show's tables, checked: latency unless others are named."""
+    tables = tuple(dict.fromkeys(show or ["latency"]))
+    for name in tables:
+        if name not in ("latency", "memory"):
+            raise SuiteError(f"--show {name}: the tables are latency and memory.")
+    return tables

@@ -20,7 +20,8 @@ def run(ctx: typer.Context, suite: options.Suite = "kernel-sizes", backend: opti
         retry_crashed: Annotated[bool, typer.Option(help="With --resume: measure again the pairs whose worker crashed.")] = False,
         max_time: options.MaxTime = None, rounds: options.Rounds = None,
         threads: options.Threads = None, call_timeout: options.CallTimeout = None,
-        backend_module: options.BackendModules = None,
+        backend_module: options.BackendModules = None, show: options.Show = None,
+        baseline: options.Baseline = None,
         json_: options.Json = False, quiet: options.Quiet = False) -> None:
     """Run a suite: latency, memory, FLOPs and correctness per case and backend."""
     from natbench.console import RunWatch, Sink, run_report
@@ -40,12 +41,21 @@ def run(ctx: typer.Context, suite: options.Suite = "kernel-sizes", backend: opti
     suite_obj, points, names, device_name = options.plan(given["suite"], given["backend"], given["device"],
                                                          given["dtype"], given["pass_"], given["set_"],
                                                          given["backend_module"], sink.warn)
+    tables = options.shown(show)
+    if baseline is not None and baseline not in names:
+        from natbench.errors import SuiteError
+
+        raise SuiteError(f"--baseline {baseline}: not among the backends of this run ({', '.join(names)}).")
     path = out or RESULTS_DIR / f"{suite_obj.name}-{device_name}-{datetime.now():%Y%m%d-%H%M%S}.jsonl"
     results = execute(suite_obj, points, names, device_name, path, resume,
                       options.policy(suite_obj, device_name, given["max_time"], given["rounds"],
                                      given["threads"], given["call_timeout"]),
                       RunWatch(sink), plan=given, retry_crashed=retry_crashed)
-    run_report(results, names, f"{suite_obj.name} on {device_name}: median latency ±95% CI "
-               f"half-width, peak extra memory", sink)
+    if results:
+        from natbench.compare import pick_baseline
+
+        ran = list(dict.fromkeys(r["backend"] for r in results))
+        base, _ = pick_baseline(ran, suite_obj.baseline, baseline if baseline in ran else None)
+        run_report(results, names, f"{suite_obj.name} on {device_name}", sink, base, tables)
     sink.info(f"results: {path}")
     raise typer.Exit(0 if results else 1)

@@ -73,6 +73,7 @@ def test_plot_writes_png_and_svg_with_a_line_per_backend(cli, tmp_path, sweep):
     assert code == 0, stderr
     names = sorted(p.name for p in out.iterdir())
     assert names == ["a-latency-vs-kernel_size.png", "a-latency-vs-kernel_size.svg",
+                     "a-ratio-vs-kernel_size.png", "a-ratio-vs-kernel_size.svg",
                      "a-roofline-cpu-float32.png", "a-roofline-cpu-float32.svg"]
     svg = (out / "a-latency-vs-kernel_size.svg").read_text()
     assert "natten" in svg and "swin" in svg and "4 rows left out" in svg and "test-wrong" not in svg
@@ -97,7 +98,7 @@ def test_report_is_self_contained_html(cli, tmp_path, sweep):
     assert code == 0, stderr
     text = out.read_text()
     assert text.startswith("<!DOCTYPE html>") and text.count("<svg") >= 4
-    assert "Test CPU" in text and "swin against natten" in text and "geometric mean" in text
+    assert "Test CPU" in text and "Baseline <b>swin</b>" in text and "geometric mean" in text
     for external in ('src="http', "src='http", "<link", "<script"):
         assert external not in text
 
@@ -111,7 +112,34 @@ def test_report_of_two_runs_compares_them_with_their_verdicts_against_chance(cli
     assert "b.jsonl against a.jsonl" in text and "verdicts: 4 of 8 rows called faster or slower" in text
 
 
-def test_report_renders_in_headless_chromium(cli, tmp_path, sweep):
+def test_report_of_two_runs_leads_with_what_changed_then_the_summary_then_the_figures(cli, tmp_path, sweep):
+    slower = synthetic.sweep(tmp_path / "b.jsonl", slowdown=1.3)
+    out = tmp_path / "report.html"
+    assert cli("report", sweep, slower, "--out", out)[0] == 0
+    text = out.read_text()
+    order = [text.index(marker) for marker in ("id=changes", "id=summary", "id=figures", "class=results",
+                                               "<details><summary>Environment")]
+    assert order == sorted(order)
+    changes = text[text.index("id=changes"):text.index("id=summary")]
+    assert "1.30x" in changes and "b.jsonl / a.jsonl" in changes
+
+
+def test_a_declared_baseline_is_the_reports_and_asking_for_another_is_honoured(cli, tmp_path):
+    from tests import synthetic
+
+    rows = [synthetic.row(name, k, 1e-3 * k * f, seed=i) for i, (name, f) in
+            enumerate([("natten-lib", 9), ("natten", 1), ("swin", 2)]) for k in (3, 7)]
+    path = synthetic.write(tmp_path / "r.jsonl", rows)
+    out = tmp_path / "report.html"
+    assert cli("report", path, "--out", out)[0] == 0
+    assert "Baseline <b>swin</b> (the first of swin" in out.read_text()  # not natten-lib, the file's first
+    assert cli("report", path, "--out", out, "--baseline", "natten")[0] == 0
+    assert "Baseline <b>natten</b> (--baseline)" in out.read_text()
+    code, _, stderr = cli("report", path, "--out", out, "--baseline", "flex")
+    assert code == 2 and "--baseline flex" in stderr
+
+
+def test_report_renders_in_headless_chromium_with_the_summary_in_its_first_screen(cli, tmp_path, sweep):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("chromium is not installed (.ci/run installs Debian's chromium package)")
@@ -120,8 +148,20 @@ def test_report_renders_in_headless_chromium(cli, tmp_path, sweep):
     out, shot = tmp_path / "report.html", tmp_path / "shot.png"
     assert cli("report", sweep, "--out", out)[0] == 0
     subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                    f"--screenshot={shot}", "--window-size=1200,1600", out.as_uri()],
+                    f"--screenshot={shot}", "--window-size=1280,1000", out.as_uri()],
                    check=True, capture_output=True, timeout=120)
     pixels = imread(shot)[..., :3]
     not_white = (pixels.min(axis=-1) < 0.9).mean()
     assert 0.02 < not_white < 0.9, f"{not_white:.1%} of the screenshot is not white"
+    # the laid-out page, measured by a probe added to a copy: the summary starts in the first
+    # screen, above the first results table
+    probe = tmp_path / "probe.html"
+    probe.write_text(out.read_text().replace("</body>", (
+        "<script>const top_ = e => e.getBoundingClientRect().top; document.title = [top_("
+        "document.getElementById('summary')), top_(document.querySelector('table.results')), "
+        "innerHeight].join(' ');</script></body>")))
+    dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1280,1000",
+                          "--virtual-time-budget=2000", "--dump-dom", probe.as_uri()], check=True,
+                         capture_output=True, text=True, timeout=120).stdout
+    summary, table, screen = map(float, dom[dom.index("<title>") + 7:dom.index("</title>")].split())
+    assert summary < screen and summary < table

@@ -61,6 +61,8 @@ def test_set_overrides_one_value_or_sweeps_several():
     ("backend = ['torch']\n[case]\n", r"s.toml:1: key 'backend': unknown key \(did you mean 'backends'\?\)"),
     ("[case]\nrank = \n", r"not valid TOML: .*line 2"),
     ("backends = ['trch']\n[case]\n", r"unknown backend 'trch' \(did you mean 'torch'\?\)"),
+    ("backends = ['torch', 'swin']\nbaseline = 'sdpa'\n[case]\n",
+     r"s.toml:2: key 'baseline': baseline must be one of the suite's backends \(torch, swin\), got 'sdpa'"),
     ("[case]\n[[zip]]\nresolution = [8, 16]\nheads = [1]\n", r"same length"),
     ("[case]\n[sweep]\nkernel_size = 3\n", r"s.toml:3: key 'kernel_size': sweep.kernel_size must be a non-empty list"),
     ("[case]\ndtype = 'float8'\n", r"unknown dtype 'float8'"),

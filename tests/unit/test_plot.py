@@ -1,0 +1,43 @@
+"""Figures a person reads at a glance: fixed colours, runs apart, at most MAX_LINES lines an axes."""
+
+import re
+
+from natbench import store
+from natbench.plot import COLOURS, EXTRA_COLOURS, MAX_LINES, colours, metric_figures, ratio_figures, tagged_rows
+from tests import synthetic
+
+SUITE = ("natten", "natten-unfused", "torch", "flex", "natten-lib", "swin", "sdpa")
+
+
+def test_each_shipped_backend_has_its_own_colour_and_plugins_never_share_one():
+    assert len(set(COLOURS.values())) == len(COLOURS)
+    chosen = colours(["natten", "my-kernel", "other-kernel", *[f"plugin-{i}" for i in range(6)]])
+    assert chosen["natten"] == COLOURS["natten"]
+    assert len(set(chosen.values())) == len(chosen)
+    assert all(chosen[name] in EXTRA_COLOURS for name in chosen if name not in COLOURS)
+    assert colours(["my-kernel"])["my-kernel"] == colours(["my-kernel", "natten"])["my-kernel"]
+
+
+def _run(path, slowdown):
+    rows = [synthetic.row(name, k, 1e-4 * k * (j + 1) * slowdown, seed=7 * k + j)
+            for j, name in enumerate(SUITE) for k in (3, 7, 15)]
+    return store.load(synthetic.write(path, rows))
+
+
+def test_two_runs_of_seven_backends_draw_a_panel_each_in_the_same_colours(tmp_path):
+    rows, _ = tagged_rows([_run(tmp_path / "a.jsonl", 1.0), _run(tmp_path / "b.jsonl", 1.2)])
+    [svg, *_] = [p for p in metric_figures(rows, "kernel_size", "latency", tmp_path, "t", ("svg",))]
+    text = svg.read_text()
+    assert 'id="axes_1"' in text and 'id="axes_2"' in text and 'id="axes_3"' not in text
+    assert 2 * len(SUITE) > MAX_LINES
+    used = set(re.findall(r"stroke: (#[0-9a-f]{6})", text))
+    assert {COLOURS[name] for name in SUITE} <= used
+    assert "run a" in text and "run b" in text  # the legend tells the runs apart by line style
+
+
+def test_the_ratio_figure_draws_each_backend_against_its_runs_baseline_with_the_line_at_one(tmp_path):
+    rows, _ = tagged_rows([_run(tmp_path / "a.jsonl", 1.0)])
+    [svg] = ratio_figures(rows, {"a": "swin"}, "kernel_size", tmp_path, "t", ("svg",))
+    text = svg.read_text()
+    assert "time / swin" in text and "swin (= 1)" in text
+    assert COLOURS["swin"] not in set(re.findall(r"stroke: (#[0-9a-f]{6})", text))
