@@ -124,3 +124,64 @@ class Case:
         return (f"r{self.rank}-b{self.batch}-h{self.heads}-d{self.head_dim}-s{axes(self.resolution)}"
                 f"-k{axes(self.kernel_size)}-dil{axes(self.dilation)}-st{axes(self.stride)}"
                 f"-c{causal}-rpb{int(self.rpb)}-{self.dtype}-{self.device}-{self.pass_}")
+
+
+@dataclass(frozen=True)
+class ModelCase:
+    """One network problem (natbench.models): a model on `batch` images of image_size x
+    image_size. Its backend is the one its attention runs on; its FLOPs are twice its MACs."""
+
+    model: str
+    image_size: int
+    batch: int
+    dtype: str = "float32"
+    device: str = "cpu"
+    pass_: str = "fwd"
+
+    @classmethod
+    def build(cls, model: str, image_size: int = 224, batch: int = 1, dtype="float32", device="cpu",
+              pass_="fwd") -> ModelCase:
+        if pass_ not in PASSES:
+            raise InvalidProblemError(f"pass {pass_!r} is not one of {', '.join(PASSES)}.")
+        if device not in DEVICES:
+            raise InvalidProblemError(f"device {device!r} is not one of {', '.join(DEVICES)}.")
+        return cls(str(model), _positive_int(image_size, "image_size"), _positive_int(batch, "batch"),
+                   canonical_dtype(dtype), device, pass_)
+
+    @property
+    def needs_backward(self) -> bool:
+        return self.pass_ != "fwd"
+
+    def validate(self) -> None:
+        from natbench.models import CONFIGS
+
+        if self.model not in CONFIGS:
+            raise InvalidProblemError(f"unknown model {self.model!r}; models: {', '.join(CONFIGS)}.")
+        if self.image_size < 32:
+            raise InvalidProblemError(f"image_size {self.image_size} < 32: the networks downsample 32x.")
+
+    def with_(self, **changes) -> ModelCase:
+        return replace(self, **changes)
+
+    def flops(self, op: str = "model") -> int:
+        """2 x the MACs of the batch's images (natbench.models.count), times the pass's multiplier."""
+        from natbench.models import count
+
+        return 2 * count(self.model, self.image_size).macs * self.batch * PASS_MULTIPLIER[self.pass_]
+
+    def to_record(self) -> dict:
+        record = asdict(self)
+        record["pass"] = record.pop("pass_")
+        return record
+
+    @property
+    def key(self) -> str:
+        return f"model-{self.model}-i{self.image_size}-b{self.batch}-{self.dtype}-{self.device}-{self.pass_}"
+
+
+def case_from_record(record: dict) -> Case | ModelCase:
+    """The case of a results row: a network's when the row names a model."""
+    if record.get("model"):
+        return ModelCase.build(record["model"], record["image_size"], record["batch"], record["dtype"],
+                               record["device"], record.get("pass", "fwd"))
+    return Case.from_record(record)

@@ -21,7 +21,7 @@ out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 # Case fields that may vary across a suite, in display order, and their column titles.
-_CASE_COLUMNS = (("label", "label"), ("rank", "rank"), ("batch", "B"), ("heads", "heads"),
+_CASE_COLUMNS = (("label", "label"), ("image_size", "image"), ("rank", "rank"), ("batch", "B"), ("heads", "heads"),
                  ("head_dim", "D"), ("resolution", "map"), ("kernel_size", "K"),
                  ("dilation", "dil"), ("stride", "stride"), ("is_causal", "causal"),
                  ("rpb", "rpb"), ("dtype", "dtype"), ("device", "device"), ("pass", "pass"))
@@ -99,6 +99,9 @@ def run_report(rows: list[dict], backends: list[str], title: str, sink: Sink, ba
                show: tuple = ("latency",)) -> None:
     """What a run ends with: its results table (and the memory table when asked), the skipped
     rows' reasons, the warnings about the rows, and a line per backend against the baseline."""
+    rows, baseline = network_view(rows, baseline)
+    if any(r.get("op") == "model" for r in rows):
+        backends = list(dict.fromkeys(r["backend"] for r in rows))
     for metric in show:
         for table in results_tables(rows, backends, f"{title}: {METRIC_TITLES[metric]}", metric, out.width):
             sink.table(table)
@@ -131,16 +134,38 @@ def _axes(value) -> str:
 
 
 def case_columns(rows: list[dict]) -> list[tuple[str, str]]:
-    """(field, title) of the case fields that vary over `rows` (map and K always)."""
+    """(field, title) of the case fields that vary over `rows` (map and K, or a network's image
+    size, always)."""
+    networks = any(r.get("op") == "model" for r in rows)
     columns = []
     for key, title in _CASE_COLUMNS:
         values = {_axes(r.get(key)) for r in rows}
         if key == "label":
             if any(r.get("label") for r in rows):
                 columns.append((key, title))
-        elif len(values) > 1 or key in ("resolution", "kernel_size"):
+        elif len(values) > 1 or key in (("image_size",) if networks else ("resolution", "kernel_size")):
             columns.append((key, title))
     return columns
+
+
+def network_view(rows: list[dict], baseline: str | None) -> tuple[list[dict], str | None]:
+    """Rows of networks (op `model`) as tables and comparisons read them: each model on each
+    backend is a column (`nat_tiny natten`), a case is what they share (image size, batch,
+    dtype, device, pass), and a model that cannot run on a backend (NAT on swin) is no column.
+    The baseline becomes the first column on that backend. Other rows pass through."""
+    if not any(r.get("op") == "model" for r in rows):
+        return rows, baseline
+    view = []
+    for r in rows:
+        if r.get("op") != "model":
+            view.append(r)
+        elif not (r["status"] == "skipped" and "runs its attention on" in (r.get("reason") or "")):
+            shared = f"i{r['image_size']}-b{r['batch']}-{r['dtype']}-{r['device']}-{r['pass']}"
+            view.append({**r, "backend": f"{r['model']} {r['backend']}", "case_key": shared,
+                         "model": None})
+    columns = list(dict.fromkeys(r["backend"] for r in view))
+    base = next((c for c in columns if baseline and c.endswith(f" {baseline}")), baseline)
+    return view, base
 
 
 def _scaled(value: float, units) -> str:

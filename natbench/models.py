@@ -306,11 +306,12 @@ def _backend(family: str, name: str):
     return backend
 
 
-def create(name: str, backend: str = "auto", image_size: int = 224) -> Network:
+def create(name: str, backend: str = "auto", image_size: int = 224, rpb: bool | None = None) -> Network:
     """Model `name` (CONFIGS) with its attention on `backend` ("auto": natten where it is built,
     else torch, for NAT and DiNAT; swin for Swin). `image_size` sets DiNAT's dilations (the
     largest that fit each stage's map) and Swin's windows at the last stages (a map smaller than
-    the window is one window, unshifted)."""
+    the window is one window, unshifted). `rpb`: NA's positional bias, by default where the
+    backend has one."""
     if name not in CONFIGS:
         from natbench.errors import SuiteError
 
@@ -329,7 +330,7 @@ def create(name: str, backend: str = "auto", image_size: int = 224) -> Network:
             else:
                 dilation = max(1, maps[s] // c.kernel) if c.family == "dinat" and i % 2 == 1 else 1
                 layer = NeighborhoodAttention(dim, heads, c.kernel, dilation, attention,
-                                              rpb=attention.caps.rpb)
+                                              rpb=attention.caps.rpb if rpb is None else rpb)
             blocks.append(Block(dim, layer, c.mlp_ratio, c.layer_scale))
         stages.append(blocks)
         dim *= 2
@@ -339,3 +340,85 @@ def create(name: str, backend: str = "auto", image_size: int = 224) -> Network:
     else:
         stem, downsamplers = ConvTokenizer(c.dim), [ConvDownsample(d) for d in dims[:3]]
     return Network(name, stem, stages, downsamplers, dims[-1], attention.name)
+
+
+# ---- measuring (natbench run on a suite of models) ----
+
+def supports(backend, case) -> str | None:
+    """None when `backend` can run model case `case`, else why not."""
+    reason = backend.unavailable_reason()
+    if reason:
+        return reason
+    family = CONFIGS[case.model].family
+    if (family == "swin") != (backend.op == "wsa"):
+        return (f"{case.model} runs its attention on swin or swin-explicit" if family == "swin" else
+                f"{case.model} runs its attention on a neighborhood-attention backend")
+    caps = backend.caps
+    if case.dtype not in caps.dtypes:
+        return f"{backend.name} does not run {case.dtype}."
+    if case.device not in caps.devices:
+        return f"{backend.name} does not run on {case.device}."
+    if case.device == "cuda" and not torch.cuda.is_available():
+        return "no CUDA device is visible to torch on this machine; use --device cpu."
+    if case.needs_backward and case.device not in caps.backward_devices:
+        return f"{backend.name} has no backward pass on {case.device}; run --pass fwd."
+    return None
+
+
+def _built(case, backend: str, seed: int, rpb: bool | None = None, dtype=None) -> Network:
+    """The case's model on `backend`, its weights drawn from `seed` (the same for every backend
+    of the same architecture)."""
+    from natbench.dtypes import torch_dtype
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = create(case.model, backend, case.image_size, rpb)
+    model = model.to(case.device, dtype or torch_dtype(case.dtype))
+    return model.train(case.needs_backward)
+
+
+def images(case, seed: int) -> torch.Tensor:
+    from natbench.dtypes import torch_dtype
+
+    generator = torch.Generator().manual_seed(seed + 1)
+    return torch.randn(case.batch, 3, case.image_size, case.image_size, generator=generator).to(
+        case.device, torch_dtype(case.dtype))
+
+
+def bind(case, backend_name: str, seed: int):
+    """The case ready to time on the backend (a Bound: the network's forward on the batch,
+    its parameters the leaves of a training step), and its row's model fields."""
+    from natbench.backends.base import Bound
+
+    model = _built(case, backend_name, seed)
+    batch = images(case, seed)
+    rpb = any(isinstance(m, NeighborhoodAttention) and m.rpb is not None for m in model.modules())
+    fields = {"params": sum(p.numel() for p in model.parameters()),
+              "macs": count(case.model, case.image_size, rpb=rpb).macs * case.batch, "rpb": rpb}
+    return Bound(fn=lambda: model(batch), leaves=list(model.parameters())), fields
+
+
+def check(case, backend_name: str, out: torch.Tensor, rpb: bool, seed: int, cache: dict) -> dict:
+    """The first image's logits against the same network (same weights, same image) on the
+    oracle: NA's reference backend, or Swin's explicit softmax, in float64. The allowed error is
+    the dtype's, or twice the oracle's own error in the case's dtype (half precision)."""
+    from natbench.dtypes import tolerance
+
+    oracle = "swin-explicit" if CONFIGS[case.model].family == "swin" else "reference"
+    key = (case.model, case.image_size, case.dtype, case.device, rpb, seed)
+    if key not in cache:
+        first = case.with_(batch=1, pass_="fwd")
+        image = images(case, seed)[:1]
+        with torch.no_grad():
+            expected = _built(first, oracle, seed, rpb, torch.float64)(image.double())
+            same = None
+            if case.dtype in ("bfloat16", "float16"):
+                low = _built(first, oracle, seed, rpb)(image)
+                same = (low.double() - expected).abs().max().item()
+        cache.clear()  # one network's oracle at a time: memory stays bounded
+        cache[key] = (expected, tolerance(case.dtype, same))
+    expected, allowed = cache[key]
+    error = (out.detach()[:1].double() - expected).abs().max().item()
+    error = math.inf if math.isnan(error) else error
+    return {"max_abs_error": error, "tolerance": allowed, "check": "pass" if error <= allowed else "fail",
+            "checked_rows": 1}

@@ -27,11 +27,11 @@ METRICS = {
     "tflops": ("tflops", "inverse", "achieved TFLOP/s", 1.0),
     "pct_of_peak": ("pct_of_peak", "inverse", "% of the calibrated matmul peak", 1.0),
 }
-CASE_FIELDS = ("label", "rank", "batch", "heads", "head_dim", "resolution", "kernel_size", "dilation",
+CASE_FIELDS = ("label", "model", "image_size", "rank", "batch", "heads", "head_dim", "resolution", "kernel_size", "dilation",
                "stride", "is_causal", "rpb", "dtype", "device", "pass")
 _TITLES = {"batch": "B", "heads": "heads", "head_dim": "D", "resolution": "map", "kernel_size": "K",
            "dilation": "dil", "stride": "stride", "is_causal": "causal", "rpb": "rpb", "rank": "rank",
-           "dtype": "", "device": "", "pass": "", "label": ""}
+           "dtype": "", "device": "", "pass": "", "label": "", "model": "", "image_size": "image"}
 _BYTES = {"float64": 8, "float32": 4, "bfloat16": 2, "float16": 2}
 _TENSORS = {"fwd": 4, "bwd": 8, "fwdbwd": 12}
 
@@ -287,6 +287,7 @@ def ratio_figures(rows: list[dict], baselines: dict[str, str], x: str, out_dir: 
 
     plt = _pyplot()
     out_dir.mkdir(parents=True, exist_ok=True)
+    rows = [r for r in rows if r.get("op") != "model"]  # networks compare across models, not cases
     ratios = {}
     for source, baseline in baselines.items():
         mine = [r for r in rows if r["_source"] == source]
@@ -320,7 +321,7 @@ def roofline_figures(rows: list[dict], calibrations: dict, out_dir: Path, stem: 
     paths = []
     for (device, dtype), calibration in calibrations.items():
         good = [r for r in rows if r["device"] == device and r["dtype"] == dtype and usable(r)
-                and r.get("flops")]
+                and r.get("flops") and r.get("op") != "model"]  # a network has no compulsory bytes here
         if not good:
             continue
         fig, ax = plt.subplots(figsize=(8.6, 4.6), layout="constrained")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from natbench.compare import Comparison, calls_by_chance, compare_backends, compare_runs, run_baselines
 from natbench.console import (case_columns, case_name, cell, chance_text, comparison_cells, latency_text,
-                              summary_text, table_unit, verdict_text)
+                              network_view, summary_text, table_unit, verdict_text)
 from natbench.plot import METRICS, default_x, metric_figures, ratio_figures, roofline_figures, tagged_rows
 from natbench.store import case_order
 
@@ -79,11 +79,12 @@ def _by_case(rows: list[dict]) -> dict[str, dict[str, dict]]:
 
 def _results_section(results, metric: str) -> str:
     """One run's backends side by side per case, in case order, the unit in the headers."""
-    backends = list(dict.fromkeys(r["backend"] for r in results.rows))
-    unit, scale = table_unit(results.rows, metric)
-    columns = case_columns(results.rows)
+    rows, _ = network_view(results.rows, None)
+    backends = list(dict.fromkeys(r["backend"] for r in rows))
+    unit, scale = table_unit(rows, metric)
+    columns = case_columns(rows)
     body = []
-    for cells in _by_case(results.rows).values():
+    for cells in _by_case(rows).values():
         first = next(iter(cells.values()))
         values = [_e(case_name(first, columns))]
         for backend in backends:
@@ -136,20 +137,21 @@ def fastest(cells: dict[str, dict]) -> tuple[str, str] | None:
 def _summary_section(results, baseline: str, why: str) -> str:
     """The answer first: each backend against the baseline over the run (geometric mean, CI,
     faster/slower/tied), then per case the fastest backend and every ratio with its CI."""
-    backends = list(dict.fromkeys(r["backend"] for r in results.rows))
+    rows, baseline = network_view(results.rows, baseline)
+    backends = list(dict.fromkeys(r["backend"] for r in rows))
     others = [b for b in backends if b != baseline]
-    comparisons = compare_backends(results.rows, baseline, others)
+    comparisons = compare_backends(rows, baseline, others)
     lines = []
     for c in comparisons:
         s = c.summary
         ratio = "-" if not s.n else f"{s.geomean:.2f}x [{s.geomean_low:.2f}, {s.geomean_high:.2f}]"
         lines.append([_e(c.b_label), _e(ratio), str(s.wins), str(s.losses), str(s.ties), str(s.unknown),
                       _e("-" if s.worst is None else f"{s.worst.ratio:.2f}x at "
-                         f"{case_name(s.worst.any_row, case_columns(results.rows))}")])
+                         f"{case_name(s.worst.any_row, case_columns(rows))}")])
     overall = _table(["backend", f"time / {_e(baseline)} (geometric mean, 95% CI)", "faster", "slower",
                       "no significant difference", "unknown", "worst case"], lines, 1)
-    columns = case_columns(results.rows)
-    by_case = _by_case(results.rows)
+    columns = case_columns(rows)
+    by_case = _by_case(rows)
     pairs = {(c.b_label, p.case_key): p for c in comparisons for p in c.pairs}
     body = []
     for key, cells in by_case.items():
@@ -247,10 +249,10 @@ def build_report(results_list, baseline: str | None = None) -> str:
     for results in results_list:
         if results.path.stem not in picked:
             continue
-        base = picked[results.path.stem][0]
-        others = [b for b in dict.fromkeys(r["backend"] for r in results.rows) if b != base]
+        rows, base = network_view(results.rows, picked[results.path.stem][0])
+        others = [b for b in dict.fromkeys(r["backend"] for r in rows) if b != base]
         parts += [f"<details><summary>{_e(results.path.name)}: {_e(summary_text(c))}</summary>"
-                  f"{_comparison_table(c)}</details>" for c in compare_backends(results.rows, base, others)]
+                  f"{_comparison_table(c)}</details>" for c in compare_backends(rows, base, others)]
     parts.append("<h2>Environment</h2>" + "".join(_environment_section(r) for r in results_list))
     return (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>natbench report</title>"
             f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>")

@@ -16,7 +16,7 @@ import torch
 
 from natbench import timing
 from natbench.backends import get_backend, reference
-from natbench.case import Case
+from natbench.case import Case, ModelCase, case_from_record
 from natbench.dtypes import tolerance, torch_dtype
 from natbench.errors import InvalidProblemError
 from natbench.memory import peak_bytes
@@ -132,9 +132,29 @@ def _is_oom(error: BaseException) -> bool:
 
 def row_base(point: Point, backend_name: str) -> dict:
     """The fields of a pair's row that say which pair it is."""
-    return {"record": "row", "backend": backend_name, "op": get_backend(backend_name).op,
-            "label": point.label, **point.case.to_record(), "case_key": point.case.key,
-            "status": "ok", "reason": None}
+    op = "model" if isinstance(point.case, ModelCase) else get_backend(backend_name).op
+    return {"record": "row", "backend": backend_name, "op": op, "label": point.label,
+            **point.case.to_record(), "case_key": point.case.key, "status": "ok", "reason": None}
+
+
+def _supports(case, backend) -> str | None:
+    if isinstance(case, ModelCase):
+        from natbench import models
+
+        return models.supports(backend, case)
+    return backend.supports(case)
+
+
+def _bind(case, backend, seed: int):
+    """(bound, inputs, fields): the case ready to time, the inputs its check needs, and the
+    fields it adds to its row (a network's parameters and MACs)."""
+    if isinstance(case, ModelCase):
+        from natbench import models
+
+        bound, fields = models.bind(case, backend.name, seed)
+        return bound, None, fields
+    inputs = make_inputs(case, seed)
+    return backend.bind(case, *inputs), inputs, {}
 
 
 def run_pair(point: Point, backend_name: str, context: RunContext, timed: bool = True) -> dict:
@@ -146,7 +166,7 @@ def run_pair(point: Point, backend_name: str, context: RunContext, timed: bool =
         case.validate()
     except InvalidProblemError as error:
         return {**record, "status": "skipped", "reason": str(error)}
-    reason = backend.supports(case)
+    reason = _supports(case, backend)
     if reason:
         return {**record, "status": "skipped", "reason": reason}
     try:
@@ -166,12 +186,12 @@ def compile_ahead(pairs: list[tuple[Point, str]], seed: int = 0) -> dict[tuple[s
     seconds = {}
     for point, name in pairs:
         case, backend = point.case, get_backend(name)
-        if not backend.compiles or backend.supports(case):
+        if not backend.compiles or _supports(case, backend):
             continue
         begin = timing.CLOCK.now()
         try:
             case.validate()
-            _first_call(backend.bind(case, *make_inputs(case, seed)), case)
+            _first_call(_bind(case, backend, seed)[0], case)
         except Exception:  # measured again, and recorded, in its own row
             continue
         seconds[(case.key, name)] = timing.CLOCK.now() - begin
@@ -196,8 +216,7 @@ def _cpu_forward(case: Case) -> bool:
 
 
 def _measure(case: Case, backend, context: RunContext, timed: bool) -> dict:
-    inputs = make_inputs(case, context.seed)
-    bound = backend.bind(case, *inputs)
+    bound, inputs, fields = _bind(case, backend, context.seed)
     # On the CPU a forward pass's first call is also its memory pass: its peak equals a later
     # call's (checked on 67 CPU forward pairs of kernel-sizes, smoke and dtypes) and the
     # profiler's allocation events cost microseconds, so the call is not made twice (NATTEN's
@@ -210,9 +229,14 @@ def _measure(case: Case, backend, context: RunContext, timed: bool) -> dict:
         out, first_call_s = kept.pop()
     else:
         out, first_call_s = _first_call(bound, case)
-    result = {"first_call_s": first_call_s, "layout_in_timing": False,
-              "compile_s": context.compile_s.get((case.key, backend.name)),
-              **check_output(bound.unpack(out), backend.op, case, inputs, context)}
+    if isinstance(case, ModelCase):
+        from natbench import models
+
+        checked = models.check(case, backend.name, out, fields.pop("rpb"), context.seed, context._oracle)
+    else:
+        checked = check_output(bound.unpack(out), backend.op, case, inputs, context)
+    result = {"first_call_s": first_call_s, "layout_in_timing": isinstance(case, ModelCase),
+              "compile_s": context.compile_s.get((case.key, backend.name)), **fields, **checked}
     if not timed:
         return result
     setup, call = _pass_callables(bound, case, out)
@@ -261,7 +285,7 @@ def time_again(point: Point, backend_name: str, context: RunContext, planned: in
     case, backend = point.case, get_backend(backend_name)
     policy = context.policy.for_backend(backend_name)
     try:
-        bound = backend.bind(case, *make_inputs(case, context.seed))
+        bound = _bind(case, backend, context.seed)[0]
         timed_first = _cpu_forward(case)
         out, first = (None, 0.0) if timed_first else _first_call(bound, case)
         setup, call = _pass_callables(bound, case, out)
@@ -331,7 +355,7 @@ def merge_rounds(rounds: list[dict], context: RunContext) -> dict:
     failed = [r for r in rounds[1:] if r["status"] != "ok"]
     if failed:
         return {**row, "status": failed[0]["status"], "reason": failed[0]["reason"]}
-    case = Case.from_record(first)
+    case = case_from_record(first)
     samples = [r["samples_s"] for r in rounds]
     stop = ",".join(sorted({r["stop"] for r in rounds}))
     medians = [quantile(r["samples_s"], 0.5) for r in rounds]
@@ -351,4 +375,5 @@ def _timing_fields(samples: list[list[float]], stop: str, case: Case, op: str, c
     tflops = flops / (fields["latency_ms_median"] * 1e-3) / 1e12
     calibration = context.calibrations.get((case.device, case.dtype))
     pct = None if calibration is None else 100 * tflops * 1e12 / calibration["matmul_flops_per_s"]
-    return {**fields, "stop": stop, "flops": flops, "tflops": tflops, "pct_of_peak": pct}
+    extra = {"images_per_s": case.batch / (fields["latency_ms_median"] * 1e-3)} if isinstance(case, ModelCase) else {}
+    return {**fields, "stop": stop, "flops": flops, "tflops": tflops, "pct_of_peak": pct, **extra}

@@ -185,7 +185,7 @@ def single_sample(row: dict) -> bool:
 
 
 # The case fields in the order rows sort by: the suite's shape first, the swept axes after.
-CASE_ORDER = ("label", "rank", "batch", "heads", "head_dim", "resolution", "kernel_size", "dilation",
+CASE_ORDER = ("label", "model", "image_size", "rank", "batch", "heads", "head_dim", "resolution", "kernel_size", "dilation",
               "stride", "is_causal", "rpb", "dtype", "device", "pass")
 
 

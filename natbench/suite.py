@@ -30,12 +30,12 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from natbench.case import DEVICES, Case
+from natbench.case import DEVICES, Case, ModelCase
 from natbench.errors import InvalidProblemError, SuiteError
 from natbench.paths import SUITES
 from natbench.timing import TimingPolicy
 AXES = ("rank", "batch", "heads", "head_dim", "resolution", "kernel_size", "dilation", "stride",
-        "is_causal", "rpb", "dtype", "device", "pass", "label")
+        "is_causal", "rpb", "dtype", "device", "pass", "label", "model", "image_size")
 TOP_KEYS = ("description", "backends", "baseline", "case", "sweep", "zip", "timing", "gate")
 GATE_KEYS = ("latency", "memory", "flops")  # natbench gate's thresholds, as fractions
 TIMING_KEYS = tuple(f.name for f in fields(TimingPolicy))
@@ -44,14 +44,14 @@ SUITE_TIMING_KEYS = TIMING_KEYS + DEVICES
 BACKEND_TIMING_KEYS = tuple(k for k in TIMING_KEYS if k not in ("threads", "backends"))
 DEFAULTS = {"rank": 2, "batch": 1, "heads": 4, "head_dim": 32, "resolution": 56, "kernel_size": 7,
             "dilation": 1, "stride": 1, "is_causal": False, "rpb": False, "dtype": "float32",
-            "device": "cpu", "pass": "fwd", "label": ""}
+            "device": "cpu", "pass": "fwd", "label": "", "model": "", "image_size": 224}
 
 
 @dataclass(frozen=True)
 class Point:
     """One expanded case with the label it carries in tables."""
 
-    case: Case
+    case: Case | ModelCase
     label: str = ""
 
 
@@ -122,7 +122,12 @@ class Suite:
     def _point(self, values: dict) -> Point:
         label = str(values.pop("label"))
         pass_ = values.pop("pass")
+        model, image_size = values.pop("model"), values.pop("image_size")
         try:
+            if model:  # a network: the attention axes do not apply
+                case = ModelCase.build(model, image_size, values["batch"], values["dtype"], values["device"], pass_)
+                case.validate()
+                return Point(case, label)
             return Point(Case.build(pass_=pass_, **values), label)
         except (InvalidProblemError, TypeError, ValueError) as error:
             raise SuiteError(f"{self.where()}: {error}") from None
@@ -211,7 +216,7 @@ def load(name_or_path: str) -> Suite:
 
 # How --set reads each axis's values: a positive int, one per spatial axis as `56x48`, a boolean,
 # booleans per axis as `truexfalse`, or a word (checked where it is used: dtype, device, pass).
-_INT_AXES = ("rank", "batch", "heads", "head_dim")
+_INT_AXES = ("rank", "batch", "heads", "head_dim", "image_size")
 _PER_AXIS_INTS = ("resolution", "kernel_size", "dilation", "stride")
 
 
