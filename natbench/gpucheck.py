@@ -99,6 +99,12 @@ def plan(device: str, out: Path, backends: str | None = None, sets: tuple = ()) 
              _natbench("run", "--suite", "kernel-sizes", "--device", device, "--dtype", "float16,bfloat16",
                        "--set", f"kernel_size={KERNEL_SIZES}", "--rounds", "3", "--max-time", "0.6",
                        "--quiet", "--out", str(sweep), *narrow), cap_s=100, floor_s=15),
+        # Whole networks: NAT-T, DiNAT-T and Swin-T at batch 8 (a rehearsal on the CPU: one 64x64
+        # image, inference, to stay inside its budget).
+        Step("models", _natbench("run", "--suite", "models", "--device", device, "--rounds", "3",
+                                 "--max-time", "1", "--quiet", "--out", str(out / "models.jsonl"), *narrow,
+                                 *(("--set", "image_size=64", "--set", "batch=1", "--pass", "fwd")
+                                   if device == "cpu" else ("--set", "batch=8"))), cap_s=60, floor_s=10),
         Step("report", _natbench("report", str(sweep), "--out", str(out / "report.html")), cap_s=20),
         Step("plots", _natbench("plot", str(sweep), "--out", str(out / "plots")), cap_s=30),
         Step("profile", _natbench("profile", "--backend", "natten", "--device", device,
@@ -204,7 +210,7 @@ def findings(out: Path) -> list[str]:
         lines.append(f"malformed inputs: {sum(tally['calls'].values())} calls, "
                      f"{len(tally['violations'])} violations")
         lines += [f"malformed inputs VIOLATION: {v}" for v in tally["violations"][:10]]
-    for name in ("smoke.jsonl", "kernel-sizes.jsonl"):
+    for name in ("smoke.jsonl", "kernel-sizes.jsonl", "models.jsonl"):
         if (out / name).exists():
             lines += _results_lines(out / name)
     profile = _json(out / "profile.json")
@@ -224,6 +230,10 @@ def _results_lines(path: Path) -> list[str]:
         statuses[row["status"]] = statuses.get(row["status"], 0) + 1
     lines = [f"{path.name}: {len(rows)} rows ({', '.join(f'{n} {s}' for s, n in sorted(statuses.items()))}); "
              f"{sum(r.get('check') == 'fail' for r in rows)} failed their check"]
+    if path.name.startswith("models"):
+        lines += [f"{r['model']} on {r['backend']}, batch {r['batch']} {r['pass']}: {r['images_per_s']:.1f} images/s"
+                  for r in sorted(rows, key=lambda r: (r["pass"], r["model"], r["backend"]))
+                  if r["status"] == "ok" and r.get("check") != "fail"]
     if path.name.startswith("kernel-sizes"):
         medians = {}
         for row in rows:

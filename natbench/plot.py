@@ -355,6 +355,52 @@ def roofline_figures(rows: list[dict], calibrations: dict, out_dir: Path, stem: 
     return paths
 
 
+def throughput_figures(rows: list[dict], out_dir: Path, stem: str, formats=FORMATS) -> list[Path]:
+    """Networks (op `model`): images/s against GMACs per image, a marker per model and backend,
+    a family's models on one backend joined by a line (the papers' throughput figure); one
+    figure per batch, pass, dtype and device."""
+    networks = [r for r in rows if r.get("op") == "model" and usable(r) and r.get("images_per_s")]
+    if not networks:
+        return []
+    plt = _pyplot()
+    from matplotlib.lines import Line2D
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    groups: dict[tuple, list[dict]] = {}
+    for row in networks:
+        groups.setdefault((row["batch"], row["pass"], row["dtype"], row["device"]), []).append(row)
+    palette = colours([r["backend"] for r in networks])
+    families = {"nat": "o", "dinat": "D", "swin": "s"}
+    paths = []
+    for index, ((batch, pass_, dtype, device), members) in enumerate(sorted(groups.items())):
+        fig, ax = plt.subplots(figsize=(8.6, 4.8), layout="constrained")
+        lines: dict[tuple, list[dict]] = {}
+        for row in members:
+            lines.setdefault((row["model"].split("_")[0], row["backend"], row["_source"]), []).append(row)
+        for (family, backend, _), line in sorted(lines.items()):
+            line.sort(key=lambda r: r["macs"])
+            xs = [r["macs"] / r["batch"] / 1e9 for r in line]
+            ys = [r["images_per_s"] for r in line]
+            ax.plot(xs, ys, color=palette[backend], marker=families.get(family, "o"),
+                    linestyle="-" if family != "swin" else "--")
+            for r, x, y in zip(line, xs, ys):
+                ax.annotate(r["model"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.set_xlabel("GMACs per image")
+        ax.set_ylabel("images / s (median)")
+        ax.grid(True, alpha=0.3)
+        ax.set_title(f"throughput: batch {batch}, {pass_}, {dtype}, {device}", fontsize=10)
+        handles = [Line2D([], [], color=palette[b], marker="o", linestyle="", label=b)
+                   for b in dict.fromkeys(r["backend"] for r in members)]
+        handles += [Line2D([], [], color="black", marker=m, linestyle="-" if f != "swin" else "--",
+                           label={"nat": "NAT", "dinat": "DiNAT", "swin": "Swin"}[f])
+                    for f, m in families.items() if any(key[0] == f for key in lines)]
+        fig.legend(handles=handles, loc="outside right upper", fontsize=8, frameon=False)
+        suffix = f"-{index + 1}" if len(groups) > 1 else ""
+        paths += _save(fig, out_dir, f"{stem}-throughput{suffix}", formats)
+        plt.close(fig)
+    return paths
+
+
 def tagged_rows(results_list) -> tuple[list[dict], dict]:
     """Rows of several results files, each tagged with its file (`_source`), and their
     calibrations by (device, dtype) (the first file's when several have one)."""

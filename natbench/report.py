@@ -15,7 +15,8 @@ from pathlib import Path
 from natbench.compare import Comparison, calls_by_chance, compare_backends, compare_runs, run_baselines
 from natbench.console import (case_columns, case_name, cell, chance_text, comparison_cells, latency_text,
                               network_view, summary_text, table_unit, verdict_text)
-from natbench.plot import METRICS, default_x, metric_figures, ratio_figures, roofline_figures, tagged_rows
+from natbench.plot import (METRICS, default_x, metric_figures, ratio_figures, roofline_figures, tagged_rows,
+                           throughput_figures)
 from natbench.store import case_order
 
 _CSS = """
@@ -210,6 +211,7 @@ def _figures(rows, calibrations, baselines: dict[str, str], side_by_side: bool) 
             if any(r.get(METRICS[metric][0]) is not None for r in rows):
                 rest += metric_figures(rows, x, metric, folder, "report", ("svg",))
         rest += roofline_figures(rows, calibrations, folder, "report", ("svg",))
+        rest = throughput_figures(rows, folder, "report", ("svg",)) + rest
 
         def figure(path):
             svg = path.read_text()

@@ -20,7 +20,8 @@ def plot(results: Annotated[list[Path], typer.Argument(help="Results files (.jso
     from natbench import store
     from natbench.compare import run_baselines
     from natbench.env import RESULTS_DIR
-    from natbench.plot import default_x, metric_figures, ratio_figures, roofline_figures, tagged_rows
+    from natbench.plot import (default_x, metric_figures, ratio_figures, roofline_figures, tagged_rows,
+                               throughput_figures)
 
     loaded = [store.load(path) for path in results]
     rows, calibrations = tagged_rows(loaded)
@@ -33,6 +34,7 @@ def plot(results: Annotated[list[Path], typer.Argument(help="Results files (.jso
         paths += ratio_figures(rows, baselines, x, directory, stem)
     if roofline:
         paths += roofline_figures(rows, calibrations, directory, stem)
+    paths += throughput_figures(rows, directory, stem)
     for path in paths:
         typer.echo(str(path))
     if not paths:

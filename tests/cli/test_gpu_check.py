@@ -105,13 +105,14 @@ def test_the_rehearsal_on_the_cpu_runs_every_step_and_writes_everything(tmp_path
                             "--set", "heads=1"], capture_output=True, text=True, timeout=600)
     assert child.returncode == 0, child.stdout[-3000:] + child.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert [s["status"] for s in summary["steps"]] == ["ok"] * 8
-    for name in ("verify.json", "malformed.json", "smoke.jsonl", "kernel-sizes.jsonl", "report.html",
-                 "profile.json", "summary.md"):
+    assert [s["status"] for s in summary["steps"]] == ["ok"] * 9
+    for name in ("verify.json", "malformed.json", "smoke.jsonl", "kernel-sizes.jsonl", "models.jsonl",
+                 "report.html", "profile.json", "summary.md"):
         assert (out / name).stat().st_size > 0, name
     assert list((out / "plots").glob("*.png"))
     verify = json.loads((out / "verify.json").read_text())
     assert verify and all(row["check"] == "pass" for row in verify)
     assert {row["dtype"] for row in verify} == {"float32", "float16", "bfloat16"}
     assert any(line.startswith("medians at float16 fwd, K=31x31") for line in summary["findings"])
+    assert any(line.startswith("nat_tiny on natten, batch 1 fwd:") for line in summary["findings"])
     assert "every step passed" in child.stdout

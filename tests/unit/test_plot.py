@@ -41,3 +41,16 @@ def test_the_ratio_figure_draws_each_backend_against_its_runs_baseline_with_the_
     text = svg.read_text()
     assert "time / swin" in text and "swin (= 1)" in text
     assert COLOURS["swin"] not in set(re.findall(r"stroke: (#[0-9a-f]{6})", text))
+
+
+def test_networks_get_the_throughput_figure_images_per_second_against_gmacs(tmp_path):
+    from natbench.paths import PACKAGE_ROOT
+    from natbench.plot import throughput_figures
+
+    results = store.load(PACKAGE_ROOT.parent / "results" / "cpu-amd-epyc" / "models.jsonl")
+    rows, _ = tagged_rows([results])
+    paths = throughput_figures(rows, tmp_path, "m", ("svg",))
+    assert len(paths) == 4  # batch 1 and 8, fwd and fwdbwd
+    text = paths[0].read_text()
+    assert "GMACs per image" in text and "nat_tiny" in text and "swin_tiny" in text
+    assert {COLOURS["natten"], COLOURS["swin"]} <= set(re.findall(r"(?:fill|stroke): (#[0-9a-f]{6})", text))
