@@ -157,7 +157,7 @@ class ModelCase:
 
         if self.model not in CONFIGS:
             raise InvalidProblemError(f"unknown model {self.model!r}; models: {', '.join(CONFIGS)}.")
-        if self.image_size < 32:
+        if self.image_size < 32 and not CONFIGS[self.model].pair:
             raise InvalidProblemError(f"image_size {self.image_size} < 32: the networks downsample 32x.")
 
     def with_(self, **changes) -> ModelCase:

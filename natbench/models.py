@@ -45,6 +45,7 @@ class Config:
     layer_scale: float | None = None
     params_m: float = 0.0  # the published parameter count (millions)
     gmacs: float = 0.0  # the published "GFLOPs" at 224x224 (multiply-accumulates)
+    pair: bool = False  # two blocks on a [B, map, map, dim] feature map, not a network on images
 
 
 _NAT = {"mini": (64, (3, 4, 6, 5), (2, 4, 8, 16), 3.0, None, 20, 2.7),
@@ -60,6 +61,10 @@ CONFIGS = {
        for family in ("nat", "dinat") for size, (dim, depths, heads, mlp, scale, params, macs) in _NAT.items()},
     **{f"swin_{size}": Config("swin", dim, depths, heads, 4.0, 7, None, params, macs)
        for size, (dim, depths, heads, params, macs) in _SWIN.items()},
+    # The paper's layer comparison: a pair of blocks at Swin-T's first-stage shape (96 channels,
+    # 3 heads, MLP ratio 4), NA + NA against WSA + shifted WSA; `image_size` is the map's side.
+    "nat_pair": Config("nat", 96, (2,), (3,), 4.0, pair=True),
+    "swin_pair": Config("swin", 96, (2,), (3,), 4.0, pair=True),
 }
 NA_FAMILIES = ("nat", "dinat")
 
@@ -111,7 +116,7 @@ def count(name: str, image_size: int = 224, **overrides) -> Count:
              if isinstance(m, (nn.Conv2d, nn.Linear))]
     try:
         with _counting() as total, torch.no_grad():
-            model(torch.empty(1, 3, image_size, image_size, device="meta"))
+            model(torch.empty(input_shape(name, 1, image_size), device="meta"))
     finally:
         for hook in hooks:
             hook.remove()
@@ -306,7 +311,7 @@ def _backend(family: str, name: str):
     return backend
 
 
-def create(name: str, backend: str = "auto", image_size: int = 224, rpb: bool | None = None) -> Network:
+def create(name: str, backend: str = "auto", image_size: int = 224, rpb: bool | None = None) -> nn.Module:
     """Model `name` (CONFIGS) with its attention on `backend` ("auto": natten where it is built,
     else torch, for NAT and DiNAT; swin for Swin). `image_size` sets DiNAT's dilations (the
     largest that fit each stage's map) and Swin's windows at the last stages (a map smaller than
@@ -318,6 +323,8 @@ def create(name: str, backend: str = "auto", image_size: int = 224, rpb: bool | 
         raise SuiteError(f"unknown model {name!r}; models: {', '.join(CONFIGS)}.")
     c = CONFIGS[name]
     attention = _backend(c.family, backend)
+    if c.pair:
+        return _pair(name, c, attention, image_size, rpb)
     maps = [image_size // 4 // 2 ** s for s in range(4)]
     stages, dim = [], c.dim
     for s, (depth, heads) in enumerate(zip(c.depths, c.heads)):
@@ -340,6 +347,36 @@ def create(name: str, backend: str = "auto", image_size: int = 224, rpb: bool | 
     else:
         stem, downsamplers = ConvTokenizer(c.dim), [ConvDownsample(d) for d in dims[:3]]
     return Network(name, stem, stages, downsamplers, dims[-1], attention.name)
+
+
+class BlockPair(nn.Module):
+    """Two blocks on a channels-last [B, map, map, C] feature map."""
+
+    def __init__(self, name: str, blocks: list, backend: str):
+        super().__init__()
+        self.name, self.backend_name = name, backend
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, x):
+        return self.blocks(x)
+
+
+def _pair(name: str, c: Config, attention, side: int, rpb: bool | None) -> BlockPair:
+    heads = c.heads[0]
+    if c.family == "swin":
+        window = min(c.kernel, side)
+        layers = [WindowAttention(c.dim, heads, window, shifted=i == 1 and side > c.kernel,
+                                  explicit=attention.name == "swin-explicit") for i in range(2)]
+    else:
+        layers = [NeighborhoodAttention(c.dim, heads, c.kernel, 1, attention,
+                                        rpb=attention.caps.rpb if rpb is None else rpb) for _ in range(2)]
+    return BlockPair(name, [Block(c.dim, layer, c.mlp_ratio, None) for layer in layers], attention.name)
+
+
+def input_shape(name: str, batch: int, image_size: int) -> tuple:
+    """A network's images [B, 3, S, S], or a block pair's feature map [B, S, S, C]."""
+    c = CONFIGS[name]
+    return (batch, image_size, image_size, c.dim) if c.pair else (batch, 3, image_size, image_size)
 
 
 # ---- measuring (natbench run on a suite of models) ----
@@ -381,7 +418,7 @@ def images(case, seed: int) -> torch.Tensor:
     from natbench.dtypes import torch_dtype
 
     generator = torch.Generator().manual_seed(seed + 1)
-    return torch.randn(case.batch, 3, case.image_size, case.image_size, generator=generator).to(
+    return torch.randn(input_shape(case.model, case.batch, case.image_size), generator=generator).to(
         case.device, torch_dtype(case.dtype))
 
 
@@ -398,13 +435,26 @@ def bind(case, backend_name: str, seed: int):
     return Bound(fn=lambda: model(batch), leaves=list(model.parameters())), fields
 
 
+# The dense reference NA holds an [N, N] matrix per head: up to this many tokens in the model's
+# largest map it is the oracle; above, the pure-torch NA (itself checked against the reference in
+# the backend tests) is, in float64 too.
+DENSE_ORACLE_TOKENS = 4096
+
+
+def _na_oracle(case) -> str:
+    c = CONFIGS[case.model]
+    side = case.image_size if c.pair else case.image_size // 4
+    return "reference" if side * side <= DENSE_ORACLE_TOKENS else "torch"
+
+
 def check(case, backend_name: str, out: torch.Tensor, rpb: bool, seed: int, cache: dict) -> dict:
-    """The first image's logits against the same network (same weights, same image) on the
-    oracle: NA's reference backend, or Swin's explicit softmax, in float64. The allowed error is
+    """The first image's output (a network's logits, a pair's features) against the same model
+    (same weights, same input) on the oracle in float64: NA's dense reference (the pure-torch NA
+    above DENSE_ORACLE_TOKENS), or Swin's explicit softmax. The allowed error is
     the dtype's, or twice the oracle's own error in the case's dtype (half precision)."""
     from natbench.dtypes import tolerance
 
-    oracle = "swin-explicit" if CONFIGS[case.model].family == "swin" else "reference"
+    oracle = "swin-explicit" if CONFIGS[case.model].family == "swin" else _na_oracle(case)
     key = (case.model, case.image_size, case.dtype, case.device, rpb, seed)
     if key not in cache:
         first = case.with_(batch=1, pass_="fwd")

@@ -73,8 +73,8 @@ def usable(row: dict) -> bool:
 
 def default_x(rows: list[dict]) -> str:
     """The first case field that varies: the natural x axis of a sweep."""
-    for field in ("kernel_size", "resolution", "dtype", "dilation", "head_dim", "heads", "batch",
-                  "pass", "label"):
+    for field in ("kernel_size", "resolution", "image_size", "dtype", "dilation", "head_dim", "heads",
+                  "batch", "pass", "label"):
         if len({json.dumps(r.get(field)) for r in rows}) > 1:
             return field
     return "kernel_size"
@@ -89,7 +89,7 @@ def _groups(rows: list[dict], x: str) -> list[tuple[list[str], list[dict]]]:
     out = []
     for members in groups.values():
         fixed = [_words(f, members[0].get(f)) for f in others
-                 if f != "label" or members[0].get("label")]
+                 if members[0].get(f) is not None and (f != "label" or members[0].get("label"))]
         out.append((fixed, members))
     return out
 
@@ -111,7 +111,12 @@ def colours(backends) -> dict[str, str]:
     import zlib
 
     chosen = {b: COLOURS[b] for b in backends if b in COLOURS}
-    for backend in sorted(b for b in set(backends) if b not in COLOURS):
+    # a model on a backend (`nat_pair natten`) takes its backend's colour while no other line has it
+    for name in sorted(b for b in set(backends) if b not in COLOURS and " " in b):
+        own = COLOURS.get(name.rsplit(" ", 1)[1])
+        if own and own not in chosen.values():
+            chosen[name] = own
+    for backend in sorted(b for b in set(backends) if b not in chosen):
         start = zlib.crc32(backend.encode()) % len(EXTRA_COLOURS)
         free = [EXTRA_COLOURS[(start + i) % len(EXTRA_COLOURS)] for i in range(len(EXTRA_COLOURS))]
         chosen[backend] = next((c for c in free if c not in chosen.values()), free[0])
@@ -232,7 +237,8 @@ def _draw(plt, groups, x: str, ylabel: str, title: str, out_dir: Path, name: str
             if reference is not None or _spans(values, 10):
                 ax.set_yscale("log")
                 ax.yaxis.set_major_formatter(FuncFormatter(_plain))
-                ax.yaxis.set_minor_formatter(NullFormatter())
+                # under a decade of values the minor ticks (0.7, 0.8, 2, 3, ...) carry the scale
+                ax.yaxis.set_minor_formatter(FuncFormatter(_plain) if not _spans(values, 10) else NullFormatter())
             ax.set_xlabel({"kernel_size": "kernel size K (NA) = window (Swin)",
                            "resolution": "feature map"}.get(x, _TITLES.get(x) or x))
             ax.grid(True, which="both", alpha=0.3)
@@ -280,35 +286,42 @@ def metric_figures(rows: list[dict], x: str, y: str, out_dir: Path, stem: str,
 
 
 def ratio_figures(rows: list[dict], baselines: dict[str, str], x: str, out_dir: Path, stem: str,
-                  formats=FORMATS) -> list[Path]:
-    """Each backend's time ratio to its run's baseline (`baselines`: run -> backend) against x,
-    with the ratio's 95% CI from the rounds (compare.py), and the baseline as the line at 1."""
+                  formats=FORMATS, metric: str = "latency") -> list[Path]:
+    """Each backend's time (or peak memory: metric "memory") over its run's baseline's
+    (`baselines`: run -> backend) against x, the time ratio with its 95% CI from the rounds
+    (compare.py), and the baseline as the line at 1. Networks and block pairs compare as their
+    tables do: a line per model and backend against the baseline's model (console.network_view)."""
     from natbench.compare import compare_backends
+    from natbench.console import network_view
 
     plt = _pyplot()
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = [r for r in rows if r.get("op") != "model"]  # networks compare across models, not cases
-    ratios = {}
+    ratios, candidates, named = {}, [], set()
     for source, baseline in baselines.items():
-        mine = [r for r in rows if r["_source"] == source]
-        others = list(dict.fromkeys(r["backend"] for r in mine if r["backend"] != baseline))
-        for comparison in compare_backends(mine, baseline, others):
+        mine, base = network_view([r for r in rows if r["_source"] == source], baseline)
+        named.add(base)
+        others = list(dict.fromkeys(r["backend"] for r in mine if r["backend"] != base))
+        candidates += [r for r in mine if r["backend"] != base]
+        for comparison in compare_backends(mine, base, others):
             for pair in comparison.pairs:
-                if pair.ratio is not None:
+                if metric == "memory" and pair.memory_ratio is not None:
+                    ratios[(source, comparison.b_label, pair.case_key)] = (pair.memory_ratio, None, None)
+                elif metric == "latency" and pair.ratio is not None:
                     ratios[(source, comparison.b_label, pair.case_key)] = (pair.ratio, pair.ratio_low,
                                                                            pair.ratio_high)
     if not ratios:
         return []
-    named = sorted(set(baselines.values()))
+    named = " or ".join(sorted(named))
+    quantity = "time" if metric == "latency" else "peak extra memory"
 
     def point(row):
         return ratios.get((row["_source"], row["backend"], row["case_key"]))
 
-    candidates = [r for r in rows if r["backend"] != baselines.get(r["_source"])]
     return _draw(plt, _line_groups(candidates, x, point), x,
-                 f"time / {' or '.join(named)} (below 1: faster; band: 95% CI)",
-                 f"time ratio to {' or '.join(named)} vs {x}", out_dir, f"{stem}-ratio-vs-{x}", formats,
-                 reference=1.0, reference_label=f"{' or '.join(named)} (= 1)",
+                 f"{quantity} / {named} (below 1: less" + ("; band: 95% CI)" if metric == "latency" else ")"),
+                 f"{quantity} ratio to {named} vs {x}", out_dir,
+                 f"{stem}-{'ratio' if metric == 'latency' else 'memory-ratio'}-vs-{x}", formats,
+                 reference=1.0, reference_label=f"{named} (= 1)",
                  left_out_why="no ratio: skipped, failed, wrong answers, or no CI (see the comparisons)")
 
 
@@ -359,7 +372,10 @@ def throughput_figures(rows: list[dict], out_dir: Path, stem: str, formats=FORMA
     """Networks (op `model`): images/s against GMACs per image, a marker per model and backend,
     a family's models on one backend joined by a line (the papers' throughput figure); one
     figure per batch, pass, dtype and device."""
-    networks = [r for r in rows if r.get("op") == "model" and usable(r) and r.get("images_per_s")]
+    from natbench.models import CONFIGS
+
+    networks = [r for r in rows if r.get("op") == "model" and usable(r) and r.get("images_per_s")
+                and not CONFIGS[r["model"]].pair]
     if not networks:
         return []
     plt = _pyplot()

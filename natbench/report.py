@@ -210,6 +210,8 @@ def _figures(rows, calibrations, baselines: dict[str, str], side_by_side: bool) 
         for metric in ("memory", "tflops"):
             if any(r.get(METRICS[metric][0]) is not None for r in rows):
                 rest += metric_figures(rows, x, metric, folder, "report", ("svg",))
+                if metric == "memory":
+                    rest += ratio_figures(rows, baselines, x, folder, "report", ("svg",), metric="memory")
         rest += roofline_figures(rows, calibrations, folder, "report", ("svg",))
         rest = throughput_figures(rows, folder, "report", ("svg",)) + rest
 

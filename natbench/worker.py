@@ -111,8 +111,26 @@ def measuring_setup(device: str, policy) -> dict:
             "policy": policy, "device": device, "isolation": env.ISOLATION}
 
 
+def _die_with_parent() -> None:
+    """Asks Linux to kill this process when its supervisor dies (prctl PR_SET_PDEATHSIG): a
+    supervisor killed in the middle of a call (SIGKILL, the OOM killer, a CI job's timeout)
+    would otherwise leave the worker computing, holding the machine and its memory. Between
+    calls the worker already ends on its closed stdin."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the supervisor died before the request took effect
+        os._exit(1)
+
+
 def main() -> None:
     """The worker process: set up, then answer requests until stdin closes."""
+    _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
     channel = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)

@@ -21,6 +21,8 @@ def models(image_size: Annotated[int, typer.Option(min=32, help="Input height an
     sink = Sink(json_)
     records = []
     for name, config in CONFIGS.items():
+        if config.pair:  # block pairs are the blocks suite's, not networks
+            continue
         counted = count(name, image_size)
         records.append({"model": name, "family": config.family, "image_size": image_size,
                         "params": counted.params, "macs": counted.macs,

@@ -11,7 +11,7 @@ import typer
 def plot(results: Annotated[list[Path], typer.Argument(help="Results files (.jsonl); several overlay, one line style per file.")],
          x: Annotated[Optional[str], typer.Option(help="Case axis on x: kernel_size, resolution, dtype, ...; default: the first that varies.")] = None,
          y: Annotated[str, typer.Option(help="latency, memory, tflops, pct_of_peak, or ratio (time over the baseline's).")] = "latency",
-         ratio: Annotated[bool, typer.Option(help="With --y latency, also the time ratio to the baseline.")] = True,
+         ratio: Annotated[bool, typer.Option(help="With --y latency or memory, also its ratio to the baseline.")] = True,
          baseline: Annotated[Optional[str], typer.Option(help="The backend ratios are taken to; default: each run's suite's baseline.")] = None,
          roofline: Annotated[bool, typer.Option(help="Also draw the roofline of each device and dtype.")] = True,
          out: Annotated[Optional[Path], typer.Option(help="Directory for the figures; default results/plots/<first file's name>/.")] = None) -> None:
@@ -30,8 +30,8 @@ def plot(results: Annotated[list[Path], typer.Argument(help="Results files (.jso
     x = x or default_x(rows)
     baselines = {source: name for source, (name, _) in run_baselines(loaded, baseline).items()}
     paths = [] if y == "ratio" else metric_figures(rows, x, y, directory, stem)
-    if y == "ratio" or (y == "latency" and ratio):
-        paths += ratio_figures(rows, baselines, x, directory, stem)
+    if y == "ratio" or (y in ("latency", "memory") and ratio):
+        paths += ratio_figures(rows, baselines, x, directory, stem, metric="memory" if y == "memory" else "latency")
     if roofline:
         paths += roofline_figures(rows, calibrations, directory, stem)
     paths += throughput_figures(rows, directory, stem)

@@ -86,3 +86,64 @@ def test_crashing_backends_cost_their_own_rows_and_the_sweep_goes_on(cli, tmp_pa
     before = len(store.load(out).rounds)
     assert cli("run", "--out", out, "--resume")[0] == 0
     assert len(store.load(out).rounds) == before
+
+
+HANGS = '''
+import ctypes
+
+from natbench.plugin import Backend, Capabilities
+
+
+class Hangs(Backend):
+    name = "test-hang-long"
+    summary = "hangs holding the GIL"
+    caps = Capabilities()
+
+    def forward(self, q, k, v, case, rpb=None, scale=None):
+        ctypes.PyDLL(None).sleep(600)
+        return v
+'''
+
+
+@pytest.mark.worker
+def test_a_worker_dies_with_its_supervisor_even_in_the_middle_of_a_call(tmp_path):
+    """A supervisor killed outright (SIGKILL: the OOM killer, a CI job's timeout) takes its
+    worker with it, though the worker is inside a call and never reads its closed stdin."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    plugin = tmp_path / "hangs.py"
+    plugin.write_text(HANGS)
+    supervisor = subprocess.Popen([sys.executable, "-m", "natbench", "run", "--suite", "smoke",
+                                   "--backend", "test-hang-long", "--backend-module", str(plugin),
+                                   "--set", "kernel_size=3", "--pass", "fwd", "--call-timeout", "600",
+                                   "--out", str(tmp_path / "r.jsonl"), "--quiet"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def children(pid):
+        found = []
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as file:
+                found += [int(c) for c in file.read().split()]
+        return found
+
+    deadline = time.monotonic() + 120
+    workers = []
+    while time.monotonic() < deadline and not workers:
+        time.sleep(0.5)
+        workers = [c for c in children(supervisor.pid)
+                   if "natbench.worker" in open(f"/proc/{c}/cmdline").read()]
+    assert workers, "no worker started"
+    results = tmp_path / "r.jsonl"
+    while time.monotonic() < deadline and '"record":"calibration"' not in (results.read_text() if results.exists() else ""):
+        time.sleep(0.5)
+    time.sleep(2)  # the calibration is written: the worker is inside the hanging call
+    os.kill(supervisor.pid, signal.SIGKILL)
+    supervisor.wait()
+    time.sleep(2)
+    for pid in workers:
+        alive = os.path.exists(f"/proc/{pid}") and "Z" not in open(f"/proc/{pid}/stat").read().split()[2]
+        assert not alive, f"worker {pid} outlived its supervisor"

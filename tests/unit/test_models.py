@@ -6,7 +6,7 @@ import torch
 from natbench.models import CONFIGS, NeighborhoodAttention, WindowAttention, count, create
 
 
-@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("name", [name for name, c in CONFIGS.items() if not c.pair])
 def test_every_model_is_within_2_percent_of_its_published_parameters_and_macs(name):
     counted, config = count(name), CONFIGS[name]
     assert counted.params / 1e6 == pytest.approx(config.params_m, rel=0.02)
@@ -71,3 +71,26 @@ def test_attention_is_counted_as_its_two_products():
         with models._counting() as total:
             wsa(torch.empty(1, 10, 10, 96))  # padded to 14x14: 4 windows of 49
             assert total[0] == 2 * 3 * 4 * 49 * 49 * 32
+
+
+def test_a_block_pair_is_two_blocks_na_na_against_wsa_then_shifted_wsa():
+    with torch.device("meta"):
+        nat = create("nat_pair", backend="reference", image_size=56)
+        swin = create("swin_pair", backend="swin", image_size=56)
+        small = create("swin_pair", backend="swin", image_size=7)
+    assert [type(b.attn).__name__ for b in nat.blocks] == ["NeighborhoodAttention"] * 2
+    assert [b.attn.shifted for b in swin.blocks] == [False, True]
+    assert [b.attn.shifted for b in small.blocks] == [False, False]  # one window: nothing to shift
+    # equal work but for the attention's bias tables: (2K-1)^2 per head either way
+    assert count("nat_pair", 56).params == count("swin_pair", 56).params
+    assert count("nat_pair", 56).macs == count("swin_pair", 56).macs
+
+
+def test_the_dense_reference_checks_models_whose_maps_it_can_hold_and_the_torch_na_the_rest():
+    from natbench.case import ModelCase
+    from natbench.models import _na_oracle
+
+    assert _na_oracle(ModelCase.build("nat_tiny", 224)) == "reference"  # 56x56 = 3136 tokens
+    assert _na_oracle(ModelCase.build("nat_tiny", 512)) == "torch"
+    assert _na_oracle(ModelCase.build("nat_pair", 56)) == "reference"
+    assert _na_oracle(ModelCase.build("nat_pair", 112)) == "torch"

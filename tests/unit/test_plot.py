@@ -54,3 +54,10 @@ def test_networks_get_the_throughput_figure_images_per_second_against_gmacs(tmp_
     text = paths[0].read_text()
     assert "GMACs per image" in text and "nat_tiny" in text and "swin_tiny" in text
     assert {COLOURS["natten"], COLOURS["swin"]} <= set(re.findall(r"(?:fill|stroke): (#[0-9a-f]{6})", text))
+
+
+def test_a_model_on_a_backend_takes_the_backends_colour_unless_another_line_has_it():
+    chosen = colours(["nat_pair natten", "swin_pair swin", "nat_tiny natten", "dinat_tiny natten"])
+    assert chosen["swin_pair swin"] == COLOURS["swin"]
+    assert len(set(chosen.values())) == len(chosen)
+    assert sum(c == COLOURS["natten"] for c in chosen.values()) == 1
