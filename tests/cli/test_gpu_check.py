@@ -105,8 +105,8 @@ def test_the_rehearsal_on_the_cpu_runs_every_step_and_writes_everything(tmp_path
                             "--set", "heads=1"], capture_output=True, text=True, timeout=600)
     assert child.returncode == 0, child.stdout[-3000:] + child.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert [s["status"] for s in summary["steps"]] == ["ok"] * 9
-    for name in ("verify.json", "malformed.json", "smoke.jsonl", "kernel-sizes.jsonl", "models.jsonl",
+    assert [s["status"] for s in summary["steps"]] == ["ok"] * 10
+    for name in ("verify.json", "malformed.json", "smoke.jsonl", "kernel-sizes.jsonl", "models.jsonl", "blocks.jsonl",
                  "report.html", "profile.json", "summary.md"):
         assert (out / name).stat().st_size > 0, name
     assert list((out / "plots").glob("*.png"))
