@@ -126,6 +126,11 @@ class Case:
                 f"-c{causal}-rpb{int(self.rpb)}-{self.dtype}-{self.device}-{self.pass_}")
 
 
+# How a model's pair with a backend of the other family (NAT on swin) is skipped: such pairs are
+# no news, and tables leave them out (console.network_view).
+OTHER_FAMILY = "runs its attention on"
+
+
 @dataclass(frozen=True)
 class ModelCase:
     """One network problem (natbench.models): a model on `batch` images of image_size x

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from natbench.case import OTHER_FAMILY
 from natbench.store import case_order, single_sample
 
 out = Console(soft_wrap=True)
@@ -159,7 +160,7 @@ def network_view(rows: list[dict], baseline: str | None) -> tuple[list[dict], st
     for r in rows:
         if r.get("op") != "model":
             view.append(r)
-        elif not (r["status"] == "skipped" and "runs its attention on" in (r.get("reason") or "")):
+        elif not (r["status"] == "skipped" and OTHER_FAMILY in (r.get("reason") or "")):
             shared = f"i{r['image_size']}-b{r['batch']}-{r['dtype']}-{r['device']}-{r['pass']}"
             view.append({**r, "backend": f"{r['model']} {r['backend']}", "case_key": shared,
                          "model": None})

@@ -27,10 +27,12 @@ from __future__ import annotations
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 from torch import nn
 
+from natbench.case import OTHER_FAMILY
 from natbench.errors import UnsupportedError
 
 
@@ -106,12 +108,13 @@ class Count:
     macs: int
 
 
-def count(name: str, image_size: int = 224, **overrides) -> Count:
-    """Parameters and MACs of one image through model `name`, counted on the meta device."""
+@lru_cache(maxsize=None)
+def count(name: str, image_size: int = 224, rpb: bool | None = None) -> Count:
+    """Parameters and MACs of one image through model `name`, counted on the meta device (once
+    per model, size and bias: every round of a run binds its model again)."""
+    swin = name in CONFIGS and CONFIGS[name].family == "swin"
     with torch.device("meta"):
-        family = CONFIGS[name].family if name in CONFIGS else "nat"
-        model = create(name, backend="swin" if family == "swin" else "reference", image_size=image_size,
-                       **overrides)
+        model = create(name, backend="swin" if swin else "reference", image_size=image_size, rpb=rpb)
     hooks = [m.register_forward_hook(_conv_and_linear_hook) for m in model.modules()
              if isinstance(m, (nn.Conv2d, nn.Linear))]
     try:
@@ -142,6 +145,7 @@ class NeighborhoodAttention(nn.Module):
     def __init__(self, dim: int, heads: int, kernel: int, dilation: int, backend, rpb: bool = True):
         super().__init__()
         self.heads, self.kernel, self.dilation, self.backend = heads, kernel, dilation, backend
+        self._cases = {}  # (batch, h, w, dtype, device) -> the backend's Case, built once
         self.qkv = nn.Linear(dim, 3 * dim)
         self.rpb = nn.Parameter(torch.zeros(heads, 2 * kernel - 1, 2 * kernel - 1)) if rpb else None
         if rpb:
@@ -162,10 +166,12 @@ class NeighborhoodAttention(nn.Module):
         if _add(2 * batch * self.heads * h * w * self.kernel ** 2 * head_dim):
             out = torch.empty_like(v)
         else:
-            case = Case.build(2, batch, self.heads, head_dim, (h, w), self.kernel, self.dilation,
-                              rpb=self.rpb is not None, dtype=str(x.dtype).removeprefix("torch."),
-                              device=x.device.type)
-            out = self.backend.forward(q, k, v, case, self.rpb)
+            key = (batch, h, w, x.dtype, x.device.type)
+            if key not in self._cases:
+                self._cases[key] = Case.build(2, batch, self.heads, head_dim, (h, w), self.kernel,
+                                              self.dilation, rpb=self.rpb is not None,
+                                              dtype=str(x.dtype).removeprefix("torch."), device=x.device.type)
+            out = self.backend.forward(q, k, v, self._cases[key], self.rpb)
         out = out.reshape(batch, h, w, dim)[:, :height, :width]
         return self.proj(out)
 
@@ -178,13 +184,16 @@ class WindowAttention(nn.Module):
     def __init__(self, dim: int, heads: int, window: int, shifted: bool, explicit: bool):
         super().__init__()
         self.heads, self.window, self.shifted, self.explicit = heads, window, shifted, explicit
+        # (h, w, device) -> the window plan (masks, bias index), built once as Swin builds its
+        # attention mask at construction: it is no part of a forward's cost
+        self._plans = {}
         self.qkv = nn.Linear(dim, 3 * dim)
         self.table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, heads))
         nn.init.trunc_normal_(self.table, std=0.02)
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x):
-        from natbench.backends.swin import window_attention
+        from natbench.backends.swin import plan_windows, window_attention
 
         batch, height, width, dim = x.shape
         head_dim = dim // self.heads
@@ -193,8 +202,12 @@ class WindowAttention(nn.Module):
         if _add(2 * batch * self.heads * windows * self.window ** 4 * head_dim):
             out = torch.empty_like(v)
         else:
+            key = (height, width, x.device)
+            if key not in self._plans:
+                self._plans[key] = plan_windows((height, width), (self.window, self.window), self.shifted,
+                                                x.device)
             out = window_attention(q, k, v, (self.window, self.window), self.shifted, self.table,
-                                   explicit=self.explicit)
+                                   explicit=self.explicit, plan=self._plans[key])
         return self.proj(out.reshape(batch, height, width, dim))
 
 
@@ -388,8 +401,8 @@ def supports(backend, case) -> str | None:
         return reason
     family = CONFIGS[case.model].family
     if (family == "swin") != (backend.op == "wsa"):
-        return (f"{case.model} runs its attention on swin or swin-explicit" if family == "swin" else
-                f"{case.model} runs its attention on a neighborhood-attention backend")
+        return (f"{case.model} {OTHER_FAMILY} swin or swin-explicit" if family == "swin" else
+                f"{case.model} {OTHER_FAMILY} a neighborhood-attention backend")
     caps = backend.caps
     if case.dtype not in caps.dtypes:
         return f"{backend.name} does not run {case.dtype}."

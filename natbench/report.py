@@ -9,6 +9,7 @@ import html
 import json
 import re
 import tempfile
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -135,23 +136,37 @@ def fastest(cells: dict[str, dict]) -> tuple[str, str] | None:
     return best["backend"], f"lowest median; no CI against {second['backend']}"
 
 
-def _summary_section(results, baseline: str, why: str) -> str:
+@dataclass
+class _Judged:
+    """One run as its tables read it (console.network_view), and every other backend against its
+    baseline: computed once for the summary and the comparisons."""
+    rows: list
+    baseline: str
+    why: str
+    comparisons: list
+
+
+def _judged(results, baseline: str, why: str) -> _Judged:
+    rows, baseline = network_view(results.rows, baseline)
+    others = [b for b in dict.fromkeys(r["backend"] for r in rows) if b != baseline]
+    return _Judged(rows, baseline, why, compare_backends(rows, baseline, others))
+
+
+def _summary_section(results, judged: _Judged) -> str:
     """The answer first: each backend against the baseline over the run (geometric mean, CI,
     faster/slower/tied), then per case the fastest backend and every ratio with its CI."""
-    rows, baseline = network_view(results.rows, baseline)
-    backends = list(dict.fromkeys(r["backend"] for r in rows))
-    others = [b for b in backends if b != baseline]
-    comparisons = compare_backends(rows, baseline, others)
+    rows, baseline, why, comparisons = judged.rows, judged.baseline, judged.why, judged.comparisons
+    others = [c.b_label for c in comparisons]
+    columns = case_columns(rows)
     lines = []
     for c in comparisons:
         s = c.summary
         ratio = "-" if not s.n else f"{s.geomean:.2f}x [{s.geomean_low:.2f}, {s.geomean_high:.2f}]"
         lines.append([_e(c.b_label), _e(ratio), str(s.wins), str(s.losses), str(s.ties), str(s.unknown),
                       _e("-" if s.worst is None else f"{s.worst.ratio:.2f}x at "
-                         f"{case_name(s.worst.any_row, case_columns(rows))}")])
+                         f"{case_name(s.worst.any_row, columns)}")])
     overall = _table(["backend", f"time / {_e(baseline)} (geometric mean, 95% CI)", "faster", "slower",
                       "no significant difference", "unknown", "worst case"], lines, 1)
-    columns = case_columns(rows)
     by_case = _by_case(rows)
     pairs = {(c.b_label, p.case_key): p for c in comparisons for p in c.pairs}
     body = []
@@ -237,9 +252,10 @@ def build_report(results_list, baseline: str | None = None) -> str:
              f"the drift of the other backends is divided out): its ratio CI then excludes 1.</p>"]
     if len(results_list) == 2:
         parts.append(_changes_section(*results_list))
+    judged = {r.path.stem: _judged(r, *picked[r.path.stem]) for r in results_list if r.path.stem in picked}
     for results in results_list:
-        if results.path.stem in picked:
-            parts.append(_summary_section(results, *picked[results.path.stem]))
+        if results.path.stem in judged:
+            parts.append(_summary_section(results, judged[results.path.stem]))
     rows, calibrations = tagged_rows(results_list)
     parts.append("<h2 id=figures>Figures</h2>" + _figures(rows, calibrations,
                                                           {s: name for s, (name, _) in picked.items()},
@@ -251,12 +267,9 @@ def build_report(results_list, baseline: str | None = None) -> str:
             parts.append(_results_section(results, "memory"))
     parts.append("<h2>Comparisons</h2>")
     for results in results_list:
-        if results.path.stem not in picked:
-            continue
-        rows, base = network_view(results.rows, picked[results.path.stem][0])
-        others = [b for b in dict.fromkeys(r["backend"] for r in rows) if b != base]
-        parts += [f"<details><summary>{_e(results.path.name)}: {_e(summary_text(c))}</summary>"
-                  f"{_comparison_table(c)}</details>" for c in compare_backends(rows, base, others)]
+        if results.path.stem in judged:
+            parts += [f"<details><summary>{_e(results.path.name)}: {_e(summary_text(c))}</summary>"
+                      f"{_comparison_table(c)}</details>" for c in judged[results.path.stem].comparisons]
     parts.append("<h2>Environment</h2>" + "".join(_environment_section(r) for r in results_list))
     return (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>natbench report</title>"
             f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>")

@@ -128,9 +128,11 @@ def attend_windows(qw, kw, vw, plan: WindowPlan, table=None, scale=None, explici
     return torch.softmax(logits, dim=-1) @ vw
 
 
-def window_attention(q, k, v, window, shifted=False, table=None, scale=None, explicit=False):
-    """(S)WSA on public-layout tensors; `table` is Swin's [prod(2w-1), heads] bias table."""
-    plan = plan_windows(q.shape[1:-2], window, shifted, q.device)
+def window_attention(q, k, v, window, shifted=False, table=None, scale=None, explicit=False, plan=None):
+    """(S)WSA on public-layout tensors; `table` is Swin's [prod(2w-1), heads] bias table; `plan`
+    the map's window plan when the caller keeps one."""
+    if plan is None:
+        plan = plan_windows(q.shape[1:-2], window, shifted, q.device)
     qw, kw, vw = (to_windows(t, plan) for t in (q, k, v))
     return from_windows(attend_windows(qw, kw, vw, plan, table, scale, explicit), plan)
 
