@@ -152,18 +152,25 @@ def case_columns(rows: list[dict]) -> list[tuple[str, str]]:
 def network_view(rows: list[dict], baseline: str | None) -> tuple[list[dict], str | None]:
     """Rows of networks (op `model`) as tables and comparisons read them: each model on each
     backend is a column (`nat_tiny natten`), a case is what they share (image size, batch,
-    dtype, device, pass), and a model that cannot run on a backend (NAT on swin) is no column.
+    dtype, device, pass; a block pair's stage, as its label), and a model that cannot run on a
+    backend (NAT on swin) is no column.
     The baseline becomes the first column on that backend. Other rows pass through."""
     if not any(r.get("op") == "model" for r in rows):
         return rows, baseline
+    from natbench.models import CONFIGS, pair_label
+
     view = []
     for r in rows:
         if r.get("op") != "model":
             view.append(r)
         elif not (r["status"] == "skipped" and OTHER_FAMILY in (r.get("reason") or "")):
             shared = f"i{r['image_size']}-b{r['batch']}-{r['dtype']}-{r['device']}-{r['pass']}"
-            view.append({**r, "backend": f"{r['model']} {r['backend']}", "case_key": shared,
-                         "model": None})
+            config, model, label = CONFIGS.get(r["model"]), r["model"], r.get("label")
+            if config is not None and config.pair:  # a pair's stage is its case: one column a family
+                model, label = f"{config.family}_pair", pair_label(r["model"])
+                shared = f"s{config.stage}-{shared}"
+            view.append({**r, "backend": f"{model} {r['backend']}", "case_key": shared, "model": None,
+                         "label": label})
     columns = list(dict.fromkeys(r["backend"] for r in view))
     base = next((c for c in columns if baseline and c.endswith(f" {baseline}")), baseline)
     return view, base

@@ -105,10 +105,11 @@ def plan(device: str, out: Path, backends: str | None = None, sets: tuple = ()) 
                                  "--max-time", "1", "--quiet", "--out", str(out / "models.jsonl"), *narrow,
                                  *(("--set", "image_size=64", "--set", "batch=1", "--pass", "fwd")
                                    if device == "cpu" else ("--set", "batch=8"))), cap_s=60, floor_s=10),
-        # The paper's layer comparison, NA pair against Swin pair, from 56x56 to 896x896 (the
-        # rehearsal: 14x14).
+        # The paper's layer comparison, NA pair against Swin pair at the first stage's shape, from
+        # 56x56 to 896x896 (the rehearsal: 14x14).
         Step("blocks", _natbench("run", "--suite", "blocks", "--device", device, "--rounds", "3",
                                  "--max-time", "1", "--quiet", "--out", str(out / "blocks.jsonl"), *narrow,
+                                 "--set", "model=nat_pair,swin_pair",
                                  "--set", "image_size=14" if device == "cpu" else "image_size=56,224,896"),
              cap_s=40, floor_s=5),
         Step("report", _natbench("report", str(sweep), "--out", str(out / "report.html")), cap_s=20),

@@ -48,6 +48,7 @@ class Config:
     params_m: float = 0.0  # the published parameter count (millions)
     gmacs: float = 0.0  # the published "GFLOPs" at 224x224 (multiply-accumulates)
     pair: bool = False  # two blocks on a [B, map, map, dim] feature map, not a network on images
+    stage: int = 0  # a pair's Swin-T stage, whose channels and heads it has
 
 
 _NAT = {"mini": (64, (3, 4, 6, 5), (2, 4, 8, 16), 3.0, None, 20, 2.7),
@@ -63,10 +64,12 @@ CONFIGS = {
        for family in ("nat", "dinat") for size, (dim, depths, heads, mlp, scale, params, macs) in _NAT.items()},
     **{f"swin_{size}": Config("swin", dim, depths, heads, 4.0, 7, None, params, macs)
        for size, (dim, depths, heads, params, macs) in _SWIN.items()},
-    # The paper's layer comparison: a pair of blocks at Swin-T's first-stage shape (96 channels,
-    # 3 heads, MLP ratio 4), NA + NA against WSA + shifted WSA; `image_size` is the map's side.
-    "nat_pair": Config("nat", 96, (2,), (3,), 4.0, pair=True),
-    "swin_pair": Config("swin", 96, (2,), (3,), 4.0, pair=True),
+    # The paper's layer comparison: a pair of blocks, NA + NA against WSA + shifted WSA, at Swin-T's
+    # first-stage shape (96 channels, 3 heads, MLP ratio 4; `image_size` is the map's side), and
+    # at its later stages' shapes (`_s2`..`_s4`: channels and heads doubling a stage).
+    **{f"{family}_pair{'' if stage == 1 else f'_s{stage}'}":
+       Config(family, 96 << (stage - 1), (2,), (3 << (stage - 1),), 4.0, pair=True, stage=stage)
+       for family in ("nat", "swin") for stage in (1, 2, 3, 4)},
 }
 NA_FAMILIES = ("nat", "dinat")
 
@@ -384,6 +387,12 @@ def _pair(name: str, c: Config, attention, side: int, rpb: bool | None) -> Block
         layers = [NeighborhoodAttention(c.dim, heads, c.kernel, 1, attention,
                                         rpb=attention.caps.rpb if rpb is None else rpb) for _ in range(2)]
     return BlockPair(name, [Block(c.dim, layer, c.mlp_ratio, None) for layer in layers], attention.name)
+
+
+def pair_label(name: str) -> str:
+    """What a block pair's tables name its shape by: its stage, channels and heads."""
+    c = CONFIGS[name]
+    return f"stage {c.stage}: {c.dim} ch, {c.heads[0]} heads"
 
 
 def input_shape(name: str, batch: int, image_size: int) -> tuple:

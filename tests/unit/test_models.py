@@ -86,6 +86,35 @@ def test_a_block_pair_is_two_blocks_na_na_against_wsa_then_shifted_wsa():
     assert count("nat_pair", 56).macs == count("swin_pair", 56).macs
 
 
+def test_the_later_stage_pairs_have_swin_t_stage_shapes_the_same_for_both_families():
+    # Swin-T's stages 2-4 at 224x224 input: 192 channels and 6 heads at 28x28, 384/12 at 14x14,
+    # 768/24 at 7x7; the stage 4 Swin pair is one window, unshifted
+    for stage, side in ((2, 28), (3, 14), (4, 7)):
+        nat, swin = CONFIGS[f"nat_pair_s{stage}"], CONFIGS[f"swin_pair_s{stage}"]
+        assert (nat.dim, nat.heads, nat.stage) == (swin.dim, swin.heads, swin.stage) == \
+            (96 << (stage - 1), (3 << (stage - 1),), stage)
+        assert count(f"nat_pair_s{stage}", side) == count(f"swin_pair_s{stage}", side)
+    with torch.device("meta"):
+        assert [b.attn.shifted for b in create("swin_pair_s4", "swin", 7).blocks] == [False, False]
+        assert create("nat_pair_s3", "reference", 14).blocks[0].attn.heads == 12
+
+
+def test_block_pairs_of_every_stage_share_one_column_a_family_and_name_their_stage():
+    from natbench.console import network_view
+
+    def row(model, backend, size):
+        return {"op": "model", "model": model, "backend": backend, "image_size": size, "batch": 1,
+                "dtype": "float32", "device": "cpu", "pass": "fwd", "status": "ok", "case_key": "k"}
+
+    view, base = network_view([row("nat_pair", "natten", 28), row("nat_pair_s2", "natten", 28),
+                               row("swin_pair_s2", "swin", 28)], "swin")
+    assert base == "swin_pair swin"
+    assert [r["backend"] for r in view] == ["nat_pair natten"] * 2 + ["swin_pair swin"]
+    # the same map at two stages: two cases, each labelled with its shape
+    assert view[0]["case_key"] != view[1]["case_key"] == view[2]["case_key"]
+    assert view[1]["label"] == "stage 2: 192 ch, 6 heads"
+
+
 def test_the_dense_reference_checks_models_whose_maps_it_can_hold_and_the_torch_na_the_rest():
     from natbench.case import ModelCase
     from natbench.models import _na_oracle
