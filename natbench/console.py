@@ -149,15 +149,18 @@ def case_columns(rows: list[dict]) -> list[tuple[str, str]]:
     return columns
 
 
+_FAMILY_ORDER = ("nat", "dinat", "nat_pair", "swin", "swin_pair")
+
+
 def network_view(rows: list[dict], baseline: str | None) -> tuple[list[dict], str | None]:
-    """Rows of networks (op `model`) as tables and comparisons read them: each model on each
-    backend is a column (`nat_tiny natten`), a case is what they share (image size, batch,
-    dtype, device, pass; a block pair's stage, as its label), and a model that cannot run on a
-    backend (NAT on swin) is no column.
-    The baseline becomes the first column on that backend. Other rows pass through."""
+    """Rows of networks (op `model`) as tables and comparisons read them: each family on each
+    backend is a column (`nat natten`, `swin swin`), a case is what they share (a network's size
+    or a block pair's stage, as its label, then image size, batch, dtype, device and pass), so
+    NAT-T meets Swin-T and NAT-B Swin-B; a model that cannot run on a backend (NAT on swin) is no
+    column. The baseline becomes the first column on that backend. Other rows pass through."""
     if not any(r.get("op") == "model" for r in rows):
         return rows, baseline
-    from natbench.models import CONFIGS, pair_label
+    from natbench.models import CONFIGS, SIZES, pair_label
 
     view = []
     for r in rows:
@@ -165,12 +168,27 @@ def network_view(rows: list[dict], baseline: str | None) -> tuple[list[dict], st
             view.append(r)
         elif not (r["status"] == "skipped" and OTHER_FAMILY in (r.get("reason") or "")):
             shared = f"i{r['image_size']}-b{r['batch']}-{r['dtype']}-{r['device']}-{r['pass']}"
-            config, model, label = CONFIGS.get(r["model"]), r["model"], r.get("label")
-            if config is not None and config.pair:  # a pair's stage is its case: one column a family
-                model, label = f"{config.family}_pair", pair_label(r["model"])
-                shared = f"s{config.stage}-{shared}"
-            view.append({**r, "backend": f"{model} {r['backend']}", "case_key": shared, "model": None,
+            config, column, label = CONFIGS.get(r["model"]), r["model"], r.get("label")
+            if config is not None and config.pair:
+                column, label, size = f"{config.family}_pair", pair_label(r["model"]), f"s{config.stage}"
+            elif config is not None:  # sizes numbered so that tables list them small to large
+                size = r["model"].split("_", 1)[1]
+                column, label = config.family, f"{SIZES.index(size) + 1}: {size}"
+            if config is not None:
+                shared = f"{size}-{shared}"
+            view.append({**r, "backend": f"{column} {r['backend']}", "case_key": shared, "model": None,
                          "label": label})
+    # Tables take their columns in row order: NA families first, a family's backends in run order.
+    first_seen = {b: i for i, b in enumerate(dict.fromkeys(r.get("backend") for r in rows))}
+
+    def column_order(row: dict) -> tuple:
+        if row.get("op") != "model":
+            return (0, 0, 0)
+        family, backend = row["backend"].split(" ", 1)
+        return (1, _FAMILY_ORDER.index(family) if family in _FAMILY_ORDER else len(_FAMILY_ORDER),
+                first_seen.get(backend, 0))
+
+    view.sort(key=column_order)
     columns = list(dict.fromkeys(r["backend"] for r in view))
     base = next((c for c in columns if baseline and c.endswith(f" {baseline}")), baseline)
     return view, base

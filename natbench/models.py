@@ -72,6 +72,7 @@ CONFIGS = {
        for family in ("nat", "swin") for stage in (1, 2, 3, 4)},
 }
 NA_FAMILIES = ("nat", "dinat")
+SIZES = ("mini", "tiny", "small", "base")  # smallest first
 
 
 # ---- counting multiply-accumulates ----

@@ -20,7 +20,7 @@ def test_an_unknown_model_is_refused_before_anything_runs(cli):
 
 def test_networks_are_measured_checked_and_compared_across_families(cli, tmp_path):
     out = tmp_path / "m.jsonl"
-    code, stdout, stderr = cli("run", "--suite", "models", "--set", "model=nat_mini,swin_tiny",
+    code, stdout, stderr = cli("run", "--suite", "models", "--set", "model=nat_tiny,swin_tiny",
                                "--set", "image_size=64", "--set", "batch=2", "--pass", "fwd,fwdbwd",
                                "--backend", "natten,torch,swin", "--rounds", "1", "--max-time", "2",
                                "--threads", "1", "--out", out)
@@ -28,7 +28,7 @@ def test_networks_are_measured_checked_and_compared_across_families(cli, tmp_pat
     rows = store.load(out).rows
     ran = [r for r in rows if r["status"] == "ok"]
     assert {(r["model"], r["backend"], r["pass"]) for r in ran} == {
-        (m, b, p) for m, b in (("nat_mini", "natten"), ("nat_mini", "torch"), ("swin_tiny", "swin"))
+        (m, b, p) for m, b in (("nat_tiny", "natten"), ("nat_tiny", "torch"), ("swin_tiny", "swin"))
         for p in ("fwd", "fwdbwd")}
     for row in ran:
         assert row["op"] == "model" and row["check"] == "pass" and row["layout_in_timing"]
@@ -37,5 +37,6 @@ def test_networks_are_measured_checked_and_compared_across_families(cli, tmp_pat
         assert row["flops"] == 2 * row["macs"] * (3 if row["pass"] == "fwdbwd" else 1)
     skipped = [r for r in rows if r["status"] == "skipped"]
     assert skipped and all("runs its attention on" in r["reason"] for r in skipped)
-    assert "nat_mini natten" in stdout and "against swin_tiny swin" in stdout
+    # NAT-T against Swin-T: one column per family and backend, a row per size
+    assert "nat natten" in stdout and "against swin swin" in stdout and "tiny" in stdout
     assert "runs its attention on" not in stderr  # a family's impossible pairs are no news
