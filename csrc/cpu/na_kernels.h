@@ -12,6 +12,7 @@
 #include <cmath>
 #include <limits>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "../include/na_geometry.h"
@@ -79,39 +80,35 @@ inline std::vector<int64_t> line_positions(const Axis& last) {
   return position;
 }
 
-// P, the length of one packed row: the tokens, a zero tail of at least one vector for
-// full-width loads, rounded up so that every row starts on a cache line.
-template <typename A>
-inline int64_t packed_row(int64_t n_tokens) {
-  constexpr int64_t line = 64 / sizeof(A);
-  return (n_tokens + kMaxKeyLanes<A> + line - 1) / line * line;
-}
-
-// Elements of the packed copy of a [B, N, H, dim] tensor (the caller allocates it, 64-byte
-// aligned, so that it counts in the caller's memory measurements).
+// Elements of the packed copy of a [B, N, H, dim] tensor: the tokens, and a zero tail of one
+// vector for the full-width loads at the very end (the caller allocates it, so that it counts in
+// the caller's memory measurements).
 template <typename A>
 inline int64_t packed_size(const Shape& s, int64_t n_tokens, int64_t dim) {
-  return s.batch * s.heads * dim * packed_row<A>(n_tokens);
+  return s.batch * s.heads * dim * n_tokens + kMaxKeyLanes<A>;
 }
 
-// x: heads-last [B, N, H, dim] -> out [B, H, dim, P], P = packed_row(N).
-// Consecutive members of a dilation group are consecutive in P, so W of them and W dims are
-// moved as one register transpose; the ragged edges go one value at a time.
+// x: heads-last [B, N, H, dim] -> out [B, H, lines, dim, length]: each line of the last axis as
+// dim rows of its tokens, ordered by dilation group. A window row's keys for one dim are then a
+// run of consecutive positions, and the rows of a query's window lie in a few contiguous blocks
+// (a block of dim rows per line: few pages and cache sets, where rows the whole map apart would
+// touch a page per dim). Consecutive members of a dilation group are consecutive here, so W of
+// them and W dims are moved as one register transpose; the ragged edges go one value at a time.
+// A vector loaded past a line's end reads the next row's tokens (or the zero tail): the kernels
+// mask those lanes.
 template <int R, typename A>
 void pack(const Geometry<R>& g, const Shape& s, const A* x, int64_t dim,
           const std::vector<int64_t>& position, A* out) {
   constexpr int W = simd::kWidth<A>;
   const Axis& last = g.axes[R - 1];
   const int64_t n_tokens = g.tokens, length = last.length, H = s.heads;
-  const int64_t padded = packed_row<A>(n_tokens), lines = n_tokens / length, token = H * dim;
+  const int64_t lines = n_tokens / length, token = H * dim;
+  std::fill(out + s.batch * H * dim * n_tokens, out + s.batch * H * dim * n_tokens + kMaxKeyLanes<A>, A(0));
 #pragma omp parallel for schedule(static)
   for (int64_t item = 0; item < s.batch * H * lines; ++item) {
     const int64_t b = item / (H * lines), h = (item / lines) % H, line = item % lines;
-    A* dst = out + (b * H + h) * dim * padded;
+    A* dst = out + ((b * H + h) * lines + line) * dim * length;
     const A* src = x + ((b * n_tokens + line * length) * H + h) * dim;
-    if (line == lines - 1)
-      for (int64_t d = 0; d < dim; ++d) std::fill(dst + d * padded + n_tokens, dst + (d + 1) * padded, A(0));
-    dst += line * length;
     for (int64_t group = 0; group < std::min(last.dilation, length); ++group) {
       const int64_t members = (length - group + last.dilation - 1) / last.dilation;
       const int64_t step = last.dilation * token, first = position[group];
@@ -123,14 +120,14 @@ void pack(const Geometry<R>& g, const Shape& s, const A* x, int64_t dim,
           simd::Vec<A> r[W];
           for (int t = 0; t < W; ++t) r[t] = simd::load(from + t * step + d);
           simd::transpose(r);
-          for (int t = 0; t < W; ++t) simd::store(dst + (d + t) * padded + first + i, r[t]);
+          for (int t = 0; t < W; ++t) simd::store(dst + (d + t) * length + first + i, r[t]);
         }
         for (; d < dim; ++d)
-          for (int t = 0; t < W; ++t) dst[d * padded + first + i + t] = from[t * step + d];
+          for (int t = 0; t < W; ++t) dst[d * length + first + i + t] = from[t * step + d];
       }
       for (; i < members; ++i)
         for (int64_t d = 0; d < dim; ++d)
-          dst[d * padded + first + i] = src[(group + i * last.dilation) * token + d];
+          dst[d * length + first + i] = src[(group + i * last.dilation) * token + d];
     }
   }
 }
@@ -139,7 +136,7 @@ void pack(const Geometry<R>& g, const Shape& s, const A* x, int64_t dim,
 // the bias index of each row's first last-axis offset.
 template <int R>
 struct LineRows {
-  std::vector<int64_t> token, bias;
+  std::vector<int64_t> token, line, bias;  // line: the row's line, token / length
 
   void build(const Geometry<R>& g, int64_t line) {
     const int64_t start = line * g.axes[R - 1].length;
@@ -150,6 +147,7 @@ struct LineRows {
       count *= w[d].count;
     }
     token.resize(count);
+    this->line.resize(count);
     bias.resize(count);
     std::array<int64_t, R> t{};
     for (int64_t r = 0; r < count; ++r) {
@@ -158,6 +156,7 @@ struct LineRows {
         token[r] += (w[d].first + t[d] * g.axes[d].dilation) * g.token_stride[d];
         bias[r] += (w[d].bias0 + t[d]) * g.bias_stride[d];
       }
+      this->line[r] = token[r] / g.axes[R - 1].length;
       for (int d = R - 2; d >= 0; --d) {  // odometer over the other axes' windows
         if (++t[d] < w[d].count) break;
         t[d] = 0;
@@ -187,8 +186,8 @@ QueryWindow query_window(const Axis& last, const std::vector<int64_t>& position,
 // Vectors [first, first + count) of a query window, walked once with the row carried (no division
 // per vector, and scalar stores only: a vectorized read of scalar stores would stall on
 // store-to-load forwarding): for each vector, where its keys start in the packed keys (and in
-// the packed values, for backward), the token of its first key, its bias index and how many of
-// its lanes are keys. W: lanes per vector.
+// the packed values, for backward; key_line and value_line are a packed line's elements), the
+// token of its first key, its bias index and how many of its lanes are keys. W: lanes per vector.
 template <typename A, int R, int W>
 struct Block {
   int count;
@@ -196,13 +195,12 @@ struct Block {
   std::array<int64_t, kBlock> token, bias, valid;
 
   Block(const QueryWindow& qw, int64_t first, const LineRows<R>& rows, int64_t dilation,
-        const A* packed_keys, const A* packed_values)
+        const A* packed_keys, int64_t key_line, const A* packed_values, int64_t value_line)
       : count(static_cast<int>(std::min<int64_t>(kBlock, qw.vectors - first))) {
     int64_t r = first / qw.chunks, c = first % qw.chunks * W;
     for (int j = 0; j < count; ++j) {
-      const int64_t at = rows.token[r] + qw.packed_first + c;
-      keys[j] = packed_keys + at;
-      values[j] = packed_values ? packed_values + at : nullptr;
+      keys[j] = packed_keys + rows.line[r] * key_line + qw.packed_first + c;
+      values[j] = packed_values ? packed_values + rows.line[r] * value_line + qw.packed_first + c : nullptr;
       token[j] = rows.token[r] + qw.last.first + c * dilation;
       bias[j] = rows.bias[r] + qw.last.bias0 + c;
       valid[j] = std::min<int64_t>(W, qw.last.count - c);
@@ -357,25 +355,400 @@ struct Scratch {
   Scratch(int64_t dim, int64_t dim_v) : x(dim), acc(std::max(dim, dim_v)) {}
 };
 
+// ---- Query tiles: L queries of a line as the L lanes of one vector. ----
+//
+// L queries that follow each other in a packed line (one dilation group, each with a full window
+// of `count` keys per row) see windows whose starts differ by less than L: query t's key c of
+// window row r sits at packed position row_r + first_t + c. So the scores of window key (r, c)
+// for all L queries are one vector: sum_d Qt[d] * packed[d, row_r + base + c : + L], its lanes
+// permuted by first_t - base, with Qt the tile's queries transposed and base the smallest first_t.
+// Away from the borders (and with query stride 1) first_t = base + t and no permute is needed.
+// The bias of key (r, c) is one table row read at bias0_t + c, the softmax runs lane by lane
+// over the window's score vectors (no horizontal reductions), and the weighted sum of values is
+// sum_(r, c) P[r, c] * packed_values[d, row_r + base + c : + L], permuted alike, per d. Every lane
+// of every product is a useful multiply-add, where a dense GEMM over the tile's key region would
+// waste (L + K - 1) / K of them. Queries no tile covers (a line or group shorter than L, causal
+// windows still growing) go one by one.
+
+// Per packed position of a line (the same for every line: only the last axis decides): its
+// coordinate along the last axis, its window's first key (packed position), bias index and key
+// count, and where the tile that covers it starts (-1: none). Tiles follow each other from a
+// group's start; the last one of a group ends at the group's end, overlapping the one before.
+struct LineTiles {
+  std::vector<int64_t> coordinate, first, bias0, count, start;
+
+  LineTiles(const Axis& last, const std::vector<int64_t>& position, int lanes)
+      : coordinate(last.length), first(last.length), bias0(last.length), count(last.length),
+        start(last.length, -1) {
+    for (int64_t x = 0; x < last.length; ++x) {
+      const int64_t p = position[x];
+      const AxisWindow w = axis_window(last, x);
+      coordinate[p] = x, first[p] = position[w.first], bias0[p] = w.bias0, count[p] = w.count;
+    }
+    // [p, p + lanes): one group, one key count, and the lanes' first keys and bias indices
+    // each within `lanes` of their smallest (a permute's reach)
+    const auto whole = [&](int64_t p) {
+      const int64_t x = coordinate[p], last_x = x + (lanes - 1) * last.dilation;
+      if (last_x >= last.length || position[last_x] != p + lanes - 1) return false;
+      const auto spread = [&](const std::vector<int64_t>& v) {
+        const auto [low, high] = std::minmax_element(v.begin() + p, v.begin() + p + lanes);
+        return *high - *low;
+      };
+      for (int t = 1; t < lanes; ++t)
+        if (count[p + t] != count[p]) return false;
+      return spread(first) < lanes && spread(bias0) < lanes;
+    };
+    for (int64_t group = 0; group < std::min(last.dilation, last.length); ++group) {
+      const int64_t begin = position[group], end = begin + (last.length - group + last.dilation - 1) / last.dilation;
+      int64_t p = begin;
+      for (; p + lanes <= end; p += lanes)
+        if (whole(p)) std::fill(start.begin() + p, start.begin() + p + lanes, p);
+      if (p < end && end - lanes >= begin && whole(end - lanes))
+        std::fill(start.begin() + p, start.begin() + end, end - lanes);
+    }
+  }
+};
+
+// One tile's window geometry: the smallest first key and bias index over its lanes, each lane's
+// offsets from them, and whether the lanes are plainly shifted (offsets t and 0: no permutes).
+template <typename V>
+struct TileWindow {
+  int64_t count, base, bias_base;
+  simd::MaskOf<V> key_index, bias_index;
+  bool shifted;
+
+  TileWindow(const LineTiles& tiles, int64_t p0) : count(tiles.count[p0]) {
+    constexpr int L = simd::kLanes<V>;
+    base = bias_base = std::numeric_limits<int64_t>::max();
+    for (int t = 0; t < L; ++t)
+      base = std::min(base, tiles.first[p0 + t]), bias_base = std::min(bias_base, tiles.bias0[p0 + t]);
+    shifted = true;
+    for (int t = 0; t < L; ++t) {
+      key_index[t] = tiles.first[p0 + t] - base, bias_index[t] = tiles.bias0[p0 + t] - bias_base;
+      shifted = shifted && key_index[t] == t && bias_index[t] == 0;
+    }
+  }
+};
+
+// Scratch of one thread's tiles: the queries transposed [dim][L], the window's score vectors
+// [keys][L], and the output transposed [dim][L].
+template <typename A>
+struct TileScratch {
+  std::vector<A> qt, s, ot;
+  TileScratch(int64_t dim, int64_t dim_v, int64_t window_keys, int lanes)
+      : qt(std::max(dim, dim_v) * lanes), s(window_keys * lanes), ot(std::max(dim, dim_v) * lanes) {}
+};
+
+// acc[j] = sum_d qt[d] * (base + j)[d * stride : + L] for j < G, lanes permuted by `index` unless
+// Shifted: G key vectors of one window row against the tile's queries.
+template <int G, bool Shifted, typename V, typename A>
+inline void tile_dots(const A* qt, int64_t dim, const A* base, int64_t stride, const simd::MaskOf<V>& index,
+                      V* acc) {
+  constexpr int L = simd::kLanes<V>;
+  V sum[G];
+  for (int j = 0; j < G; ++j) sum[j] = V{};
+  for (int64_t d = 0; d < dim; ++d) {
+    const V x = simd::load<V>(qt + d * L);
+    const A* row = base + d * stride;
+    for (int j = 0; j < G; ++j) {
+      const V key = simd::load<V>(row + j);
+      sum[j] += x * (Shifted ? key : simd::permute(key, index));
+    }
+  }
+  for (int j = 0; j < G; ++j) acc[j] = sum[j];
+}
+
+// Calls fn(c0, std::integral_constant<int, G>) over [0, count) in pieces of G <= kBlock.
+template <typename Fn>
+inline void in_blocks(int64_t count, Fn&& fn) {
+  for (int64_t c0 = 0; c0 < count; c0 += kBlock)
+    with_count(static_cast<int>(std::min<int64_t>(kBlock, count - c0)), [&](auto g) { fn(c0, g); });
+}
+
+// ot[d] = sum_k w[k] * (rows[r] + c)[d * stride : + L] for d < dim, k over the window's keys in
+// (row, column) order, lanes permuted by `index` unless Shifted: the tile's weighted sum of
+// packed rows, kBlock dims at a time in registers.
+template <bool Shifted, typename V, typename A>
+inline void tile_sums(A* ot, int64_t dim, const A* w, const A* const* rows, int64_t n_rows, int64_t cols,
+                      int64_t stride, const simd::MaskOf<V>& index) {
+  constexpr int L = simd::kLanes<V>;
+  in_blocks(dim, [&](int64_t d0, auto g) {
+    constexpr int G = decltype(g)::value;
+    V sum[G];
+    for (int j = 0; j < G; ++j) sum[j] = V{};
+    const A* wk = w;
+    for (int64_t r = 0; r < n_rows; ++r) {
+      const A* row = rows[r] + d0 * stride;
+      for (int64_t c = 0; c < cols; ++c, wk += L) {
+        const V p = simd::load<V>(wk);
+        for (int j = 0; j < G; ++j) {
+          const V value = simd::load<V>(row + j * stride + c);
+          sum[j] += p * (Shifted ? value : simd::permute(value, index));
+        }
+      }
+    }
+    for (int j = 0; j < G; ++j) simd::store(ot + (d0 + j) * L, sum[j]);
+  });
+}
+
+// dst[j * dst_stride + i] = src[i * src_stride + j] for i < rows and j < cols: W x W blocks
+// through register transposes, the ragged edges one value at a time.
+template <typename A, typename T>
+inline void transpose_rows(const T* src, int64_t src_stride, T* dst, int64_t dst_stride, int64_t rows,
+                           int64_t cols) {
+  constexpr int W = simd::kWidth<A>;
+  int64_t whole_rows = 0, whole_cols = 0;
+  if constexpr (std::is_same_v<T, A>) {
+    whole_rows = rows - rows % W, whole_cols = cols - cols % W;
+    for (int64_t j0 = 0; j0 < whole_cols; j0 += W)
+      for (int64_t i0 = 0; i0 < whole_rows; i0 += W) {
+        simd::Vec<A> r[W];
+        for (int i = 0; i < W; ++i) r[i] = simd::load(src + (i0 + i) * src_stride + j0);
+        simd::transpose(r);
+        for (int j = 0; j < W; ++j) simd::store(dst + (j0 + j) * dst_stride + i0, r[j]);
+      }
+  }
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = i < whole_rows ? whole_cols : 0; j < cols; ++j) dst[j * dst_stride + i] = src[i * src_stride + j];
+}
+
+// The forward of the tile at the line's packed positions [p0, p0 + L): scores, softmax and
+// weighted values as above; writes the L outputs and their log-sum-exp. keys, values: the head's
+// packed tensors.
+template <int R, bool Shifted, typename T, typename A>
+void tile_forward(const Geometry<R>& g, const Shape& s, const LineRows<R>& rows, const LineTiles& tiles,
+                  const TileWindow<simd::Wide<A>>& tw, int64_t b, int64_t h, int64_t line, int64_t p0,
+                  const A* q, const A* keys, const A* values, const A* bias, T* out, A* lse, A scale,
+                  TileScratch<A>& sc, std::vector<const A*>& row_keys, std::vector<const A*>& row_values) {
+  using V = simd::Wide<A>;
+  constexpr int L = simd::kLanes<V>;
+  const Axis& last = g.axes[R - 1];
+  const int64_t H = s.heads, D = s.dim, Dv = s.dim_v, length = last.length, n_tokens = g.tokens;
+  const int64_t cols = tw.count, n_rows = static_cast<int64_t>(rows.token.size());
+  // The tile's queries are one dilation group's consecutive members: rows `step` tokens apart.
+  const int64_t token0 = line * length + tiles.coordinate[p0], step = last.dilation;
+  const int64_t row0 = (b * n_tokens + token0) * H + h;
+  transpose_rows<A>(q + row0 * D, step * H * D, sc.qt.data(), L, L, D);
+  for (int64_t r = 0; r < n_rows; ++r) {
+    row_keys[r] = keys + rows.line[r] * D * length + tw.base;
+    row_values[r] = values + rows.line[r] * Dv * length + tw.base;
+  }
+  V top = simd::splat<V>(-std::numeric_limits<A>::infinity());
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const A* row_bias = bias ? bias + rows.bias[r] + tw.bias_base : nullptr;
+    in_blocks(cols, [&](int64_t c0, auto g_) {
+      constexpr int G = decltype(g_)::value;
+      V score[G];
+      tile_dots<G, Shifted, V>(sc.qt.data(), D, row_keys[r] + c0, length, tw.key_index, score);
+      for (int j = 0; j < G; ++j) {
+        score[j] *= simd::splat<V>(scale);
+        if (row_bias)
+          score[j] += Shifted ? simd::splat<V>(row_bias[c0 + j])
+                              : simd::permute(simd::load<V>(row_bias + c0 + j), tw.bias_index);
+        top = score[j] > top ? score[j] : top;
+        simd::store(sc.s.data() + ((r * cols) + c0 + j) * L, score[j]);
+      }
+    });
+  }
+  V total{};
+  for (int64_t k = 0; k < n_rows * cols; ++k) {
+    const V p = simd::exp(simd::load<V>(sc.s.data() + k * L) - top);
+    total += p;
+    simd::store(sc.s.data() + k * L, p);
+  }
+  tile_sums<Shifted, V>(sc.ot.data(), Dv, sc.s.data(), row_values.data(), n_rows, cols, length, tw.key_index);
+  const V inverse = simd::splat<V>(A(1)) / total;
+  for (int64_t d = 0; d < Dv; ++d) simd::store(sc.ot.data() + d * L, simd::load<V>(sc.ot.data() + d * L) * inverse);
+  if constexpr (std::is_same_v<T, A>) {
+    transpose_rows<A>(sc.ot.data(), L, out + row0 * Dv, step * H * Dv, Dv, L);
+  } else {
+    for (int t = 0; t < L; ++t)
+      for (int64_t d = 0; d < Dv; ++d) out[(row0 + t * step * H) * Dv + d] = static_cast<T>(sc.ot[d * L + t]);
+  }
+  for (int t = 0; t < L; ++t) lse[(b * H + h) * n_tokens + token0 + t * step] = top[t] + std::log(total[t]);
+}
+
+// y[m][0:dim] += sum_t e[m * L + t] * x[t * x_stride][0:dim] for m < rows (null rows skipped; e
+// and x as in tile_backward): the tile's key-side products as small GEMMs over its L queries,
+// kMRows key rows at a time so that each x row loaded serves several of them; lanes[block] are
+// the queries [first, last) whose windows reach that block's key rows (e is zero elsewhere).
+constexpr int kMRows = 4;
+template <int L, typename A>
+inline void tile_rows_add(A* const* y, int64_t rows, const A* e, const std::pair<int, int>* lanes, const A* x,
+                          int64_t x_stride, int64_t dim) {
+  using V = simd::Wide<A>;
+  constexpr int W = simd::kLanes<V>;
+  for (int64_t m0 = 0; m0 < rows; m0 += kMRows) {
+    const int mb = static_cast<int>(std::min<int64_t>(kMRows, rows - m0));
+    const auto [t_first, t_last] = lanes[m0 / kMRows];
+    int64_t d0 = 0;
+    for (; d0 + 2 * W <= dim; d0 += 2 * W) {
+      V acc[kMRows][2] = {};
+      for (int t = t_first; t < t_last; ++t) {
+        const V x0 = simd::load<V>(x + t * x_stride + d0), x1 = simd::load<V>(x + t * x_stride + d0 + W);
+        for (int i = 0; i < kMRows; ++i) {
+          const V w = simd::splat<V>(e[(m0 + i) * L + t]);
+          acc[i][0] += w * x0, acc[i][1] += w * x1;
+        }
+      }
+      for (int i = 0; i < mb; ++i) {
+        if (!y[m0 + i]) continue;
+        A* out = y[m0 + i] + d0;
+        simd::store(out, simd::load<V>(out) + acc[i][0]);
+        simd::store(out + W, simd::load<V>(out + W) + acc[i][1]);
+      }
+    }
+    for (; d0 < dim; ++d0)
+      for (int i = 0; i < mb; ++i) {
+        if (!y[m0 + i]) continue;
+        A sum = 0;
+        for (int t = t_first; t < t_last; ++t) sum += e[(m0 + i) * L + t] * x[t * x_stride + d0];
+        y[m0 + i][d0] += sum;
+      }
+  }
+}
+
+// Scratch of one thread's backward tiles: besides the forward's, dO transposed, the window's
+// score gradients [keys][L], and the key-side matrices [key span][L] of one window row.
+template <typename A>
+struct TileBackwardScratch : TileScratch<A> {
+  std::vector<A> dot, ds, ep, eds;
+  std::vector<A*> dk_rows, dv_rows;
+  std::vector<std::pair<int, int>> lanes;
+  TileBackwardScratch(int64_t dim, int64_t dim_v, int64_t window_keys, int64_t cols, int lanes_)
+      : TileScratch<A>(dim, dim_v, window_keys, lanes_), dot(dim_v * lanes_), ds(window_keys * lanes_),
+        ep((cols + lanes_ + kMRows) * lanes_), eds((cols + lanes_ + kMRows) * lanes_),
+        dk_rows(cols + lanes_ + kMRows), dv_rows(cols + lanes_ + kMRows), lanes(cols + lanes_ + kMRows) {}
+};
+
+// The backward of the tile at the line's packed positions [p0, p0 + L), whose lanes below `skip`
+// were done by the tile before (their dq is written again, their key-side and bias gradients are
+// not added twice). Per window key (r, c): P from the saved log-sum-exp, dP = dO . V, dS =
+// P (dP - delta), all lanes at once; dQ = sum dS K as the forward's weighted sum; the bias
+// gradient per key; and dK, dV per window row r as GEMMs: the row's keys span
+// max(key_index) + cols packed positions, E[m][t] = dS (or P) of lane t's key m (zero where m is
+// outside lane t's window), dK[m] += scale sum_t E[m][t] q_t and dV[m] += sum_t P[m][t] dO_t,
+// written straight to the heads-last rows the thread owns.
+template <int R, bool Shifted, typename T, typename A>
+void tile_backward(const Geometry<R>& g, const Shape& s, const LineRows<R>& rows, const LineTiles& tiles,
+                   const TileWindow<simd::Wide<A>>& tw, int64_t b, int64_t h, int64_t line, int64_t p0, int skip,
+                   const A* q, const A* keys, const A* values, const A* bias, const A* out, const A* dout,
+                   const A* lse, T* dq, A* dk, A* dv, A* drpb, A scale, TileBackwardScratch<A>& sc,
+                   std::vector<const A*>& row_keys, std::vector<const A*>& row_values) {
+  using V = simd::Wide<A>;
+  constexpr int L = simd::kLanes<V>;
+  const Axis& last = g.axes[R - 1];
+  const int64_t H = s.heads, D = s.dim, Dv = s.dim_v, length = last.length, n_tokens = g.tokens;
+  const int64_t cols = tw.count, n_rows = static_cast<int64_t>(rows.token.size());
+  const int64_t token0 = line * length + tiles.coordinate[p0], step = last.dilation;
+  const int64_t row0 = (b * n_tokens + token0) * H + h;
+  transpose_rows<A>(q + row0 * D, step * H * D, sc.qt.data(), L, L, D);
+  transpose_rows<A>(dout + row0 * Dv, step * H * Dv, sc.dot.data(), L, L, Dv);
+  transpose_rows<A>(out + row0 * Dv, step * H * Dv, sc.ot.data(), L, L, Dv);
+  V delta{}, top;
+  for (int64_t d = 0; d < Dv; ++d) delta += simd::load<V>(sc.dot.data() + d * L) * simd::load<V>(sc.ot.data() + d * L);
+  for (int t = 0; t < L; ++t) top[t] = lse[(b * H + h) * n_tokens + token0 + t * step];
+  simd::MaskOf<V> lane;
+  for (int t = 0; t < L; ++t) lane[t] = t;
+  const auto live = lane >= static_cast<typename simd::LanesOf<V>::I>(skip);
+  for (int64_t r = 0; r < n_rows; ++r) {
+    row_keys[r] = keys + rows.line[r] * D * length + tw.base;
+    row_values[r] = values + rows.line[r] * Dv * length + tw.base;
+  }
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const A* row_bias = bias ? bias + rows.bias[r] + tw.bias_base : nullptr;
+    A* row_drpb = drpb ? drpb + rows.bias[r] + tw.bias_base : nullptr;
+    in_blocks(cols, [&](int64_t c0, auto g_) {
+      constexpr int G = decltype(g_)::value;
+      V score[G], dprob[G];
+      tile_dots<G, Shifted, V>(sc.qt.data(), D, row_keys[r] + c0, length, tw.key_index, score);
+      tile_dots<G, Shifted, V>(sc.dot.data(), Dv, row_values[r] + c0, length, tw.key_index, dprob);
+      for (int j = 0; j < G; ++j) {
+        score[j] *= simd::splat<V>(scale);
+        if (row_bias)
+          score[j] += Shifted ? simd::splat<V>(row_bias[c0 + j])
+                              : simd::permute(simd::load<V>(row_bias + c0 + j), tw.bias_index);
+        const V p = simd::exp(score[j] - top);
+        const V ds = p * (dprob[j] - delta);
+        simd::store(sc.s.data() + (r * cols + c0 + j) * L, p);
+        simd::store(sc.ds.data() + (r * cols + c0 + j) * L, ds);
+        if (row_drpb) {
+          const V counted = live ? ds : V{};
+          if (Shifted) {
+            row_drpb[c0 + j] += simd::sum_lanes(counted);
+          } else {
+            for (int t = 0; t < L; ++t) row_drpb[c0 + j + tw.bias_index[t]] += counted[t];
+          }
+        }
+      }
+    });
+  }
+  tile_sums<Shifted, V>(sc.ot.data(), D, sc.ds.data(), row_keys.data(), n_rows, cols, length, tw.key_index);
+  for (int64_t d = 0; d < D; ++d) simd::store(sc.ot.data() + d * L, simd::load<V>(sc.ot.data() + d * L) * scale);
+  if constexpr (std::is_same_v<T, A>) {
+    transpose_rows<A>(sc.ot.data(), L, dq + row0 * D, step * H * D, D, L);
+  } else {
+    for (int t = 0; t < L; ++t)
+      for (int64_t d = 0; d < D; ++d) dq[(row0 + t * step * H) * D + d] = static_cast<T>(sc.ot[d * L + t]);
+  }
+  // Key side, one window row at a time.
+  int64_t span = 0;
+  for (int t = 0; t < L; ++t) span = std::max<int64_t>(span, tw.key_index[t] + cols);
+  const int64_t padded_span = (span + kMRows - 1) / kMRows * kMRows;
+  for (int64_t m0 = 0; m0 < padded_span; m0 += kMRows) {  // the live lanes whose windows reach [m0, +kMRows)
+    int first = L, last_ = skip;
+    for (int t = skip; t < L; ++t)
+      if (tw.key_index[t] <= m0 + kMRows - 1 && tw.key_index[t] + cols > m0) first = std::min(first, t), last_ = t + 1;
+    sc.lanes[m0 / kMRows] = {std::min(first, last_), last_};
+  }
+  for (int64_t r = 0; r < n_rows; ++r) {
+    std::fill(sc.ep.begin(), sc.ep.begin() + padded_span * L, A(0));
+    std::fill(sc.eds.begin(), sc.eds.begin() + padded_span * L, A(0));
+    for (int64_t c = 0; c < cols; ++c)
+      for (int t = skip; t < L; ++t) {
+        const int64_t m = tw.key_index[t] + c;
+        sc.ep[m * L + t] = sc.s[(r * cols + c) * L + t];
+        sc.eds[m * L + t] = scale * sc.ds[(r * cols + c) * L + t];
+      }
+    const int64_t line_token = rows.token[r];
+    for (int64_t m = 0; m < padded_span; ++m) {
+      const bool key = m < span;
+      const int64_t token = key ? line_token + tiles.coordinate[tw.base + m] : 0;
+      sc.dk_rows[m] = key ? dk + ((b * n_tokens + token) * H + h) * D : nullptr;
+      sc.dv_rows[m] = key ? dv + ((b * n_tokens + token) * H + h) * Dv : nullptr;
+    }
+    tile_rows_add<L>(sc.dk_rows.data(), padded_span, sc.eds.data(), sc.lanes.data(), q + row0 * D, step * H * D, D);
+    tile_rows_add<L>(sc.dv_rows.data(), padded_span, sc.ep.data(), sc.lanes.data(), dout + row0 * Dv,
+                     step * H * Dv, Dv);
+  }
+}
+
 // Fused forward. q, k, v are heads-last in the accumulation type A; rpb is the bias table
 // [H, bias_size + kBiasPad] in A (zero tail); out is written in T; lse [B, H, N] is kept for backward.
-// KB: the key vectors' width in bytes (with_key_width). packed_keys: packed_size(s, N, D) elements.
+// KB: the key vectors' width in bytes (with_key_width). packed_keys, packed_values:
+// packed_size(s, N, D) and packed_size(s, N, Dv) elements. Regular tiles of L queries go through
+// tile_forward, the other queries one by one.
 template <int R, typename T, typename A, int KB>
 void fused_forward(const Geometry<R>& g, const Shape& s, const A* q, const A* k, const A* v,
-                   const A* rpb, T* out, A* lse, A scale, A* packed_keys) {
+                   const A* rpb, T* out, A* lse, A scale, A* packed_keys, A* packed_values) {
+  constexpr int L = simd::kLanes<simd::Wide<A>>;
   using Vec = simd::VecN<A, KB>;
   constexpr int W = simd::kLanes<Vec>;
   const int64_t n_tokens = g.tokens, H = s.heads, D = s.dim, Dv = s.dim_v;
   const Axis& last = g.axes[R - 1];
   const int64_t length = last.length, lines = n_tokens / length;
-  const int64_t chunks = (length + kLineChunk - 1) / kLineChunk, padded = packed_row<A>(n_tokens);
+  const int64_t chunks = (length + kLineChunk - 1) / kLineChunk;
   const int64_t rpb_row = g.bias_size + kBiasPad;
   static_assert(kBiasPad >= W, "bias rows need a full vector of tail");
   const auto position = line_positions(last);
+  const LineTiles tiles(last, position, L);
   pack(g, s, k, D, position, packed_keys);
+  pack(g, s, v, Dv, position, packed_values);
 #pragma omp parallel
   {
     Scratch<A> sc(D, Dv);
+    TileScratch<A> tile_scratch(D, Dv, g.window_keys, L);
+    std::vector<const A*> row_keys(g.window_keys), row_values(g.window_keys);
     LineRows<R> rows;
     int64_t built = -1;
     // Heads innermost: they share the line's window rows and read neighbouring memory.
@@ -385,10 +758,26 @@ void fused_forward(const Geometry<R>& g, const Shape& s, const A* q, const A* k,
       const int64_t x0 = (work / H) % chunks * kLineChunk, h = work % H;
       if (line != built) rows.build(g, line), built = line;
       const int64_t n_rows = static_cast<int64_t>(rows.token.size());
-      const A* keys = packed_keys + (b * H + h) * D * padded;
+      const A* keys = packed_keys + (b * H + h) * D * n_tokens;
       const A* values = v + (b * n_tokens * H + h) * Dv;
       const A* bias = rpb ? rpb + h * rpb_row : nullptr;
-      for (int64_t x = x0; x < std::min(length, x0 + kLineChunk); ++x) {
+      const int64_t end = std::min(length, x0 + kLineChunk);
+      // p: a packed position of the line, its query at x
+      for (int64_t p = x0; p < end; ++p) {
+        const int64_t p0 = tiles.start[p];
+        if (p0 >= x0 && p0 + L <= end) {  // the tile that covers p (from p0 <= p: done again)
+          const TileWindow<simd::Wide<A>> tw(tiles, p0);
+          const A* values = packed_values + (b * H + h) * Dv * n_tokens;
+          if (tw.shifted)
+            tile_forward<R, true, T, A>(g, s, rows, tiles, tw, b, h, line, p0, q, keys, values, bias, out, lse,
+                                        scale, tile_scratch, row_keys, row_values);
+          else
+            tile_forward<R, false, T, A>(g, s, rows, tiles, tw, b, h, line, p0, q, keys, values, bias, out,
+                                         lse, scale, tile_scratch, row_keys, row_values);
+          p = p0 + L - 1;
+          continue;
+        }
+        const int64_t x = tiles.coordinate[p];
         const int64_t n = line * length + x, row = (b * n_tokens + n) * H + h;
         const QueryWindow qw = query_window<W>(last, position, x, n_rows);
         // The next query's row and output (a head's rows are H rows apart: no stream to prefetch).
@@ -399,11 +788,11 @@ void fused_forward(const Geometry<R>& g, const Shape& s, const A* q, const A* k,
         A top = -std::numeric_limits<A>::infinity();
         Vec sums{};
         for (int64_t j0 = 0; j0 < qw.vectors; j0 += kBlock) {
-          const Block<A, R, W> blk(qw, j0, rows, last.dilation, keys, nullptr);
+          const Block<A, R, W> blk(qw, j0, rows, last.dilation, keys, D * length, nullptr, 0);
           with_count(blk.count, [&](auto count) {
             constexpr int G = decltype(count)::value;
             Vec score[G];
-            dots<G, Vec>(sc.x.data(), D, blk.keys.data(), padded, score);
+            dots<G, Vec>(sc.x.data(), D, blk.keys.data(), length, score);
             const Vec none = simd::splat<Vec>(-std::numeric_limits<A>::infinity());
             Vec tops = none;
             for (int j = 0; j < G; ++j) {
@@ -449,26 +838,47 @@ void fused_backward(const Geometry<R>& g, const Shape& s, const A* q, const A* k
   constexpr int W = simd::kLanes<Vec>;
   const int64_t n_tokens = g.tokens, H = s.heads, D = s.dim, Dv = s.dim_v;
   const Axis& last = g.axes[R - 1];
-  const int64_t length = last.length, lines = n_tokens / length, padded = packed_row<A>(n_tokens);
+  const int64_t length = last.length, lines = n_tokens / length;
   const int64_t rpb_row = g.bias_size + kBiasPad;
   static_assert(kBiasPad >= W, "bias rows need a full vector of tail");
+  constexpr int L = simd::kLanes<simd::Wide<A>>;
   const auto position = line_positions(last);
+  const LineTiles tiles(last, position, L);
   pack(g, s, k, D, position, packed_keys);
   pack(g, s, v, Dv, position, packed_values);
 #pragma omp parallel
   {
     Scratch<A> sc(D, Dv);
+    TileBackwardScratch<A> tile_scratch(D, Dv, g.window_keys, last.kernel, L);
+    std::vector<const A*> row_keys(g.window_keys), row_values(g.window_keys);
     LineRows<R> rows;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t bh = 0; bh < s.batch * H; ++bh) {
       const int64_t b = bh / H, h = bh % H, head = b * n_tokens * H + h;
-      const A* keys = packed_keys + bh * D * padded;
-      const A* values = packed_values + bh * Dv * padded;
+      const A* keys = packed_keys + bh * D * n_tokens;
+      const A* values = packed_values + bh * Dv * n_tokens;
       const A* bias = rpb ? rpb + h * rpb_row : nullptr;
       for (int64_t line = 0; line < lines; ++line) {
         rows.build(g, line);
         const int64_t n_rows = static_cast<int64_t>(rows.token.size());
-        for (int64_t x = 0; x < length; ++x) {
+        for (int64_t p = 0; p < length; ++p) {
+          const int64_t p0 = tiles.start[p];
+          if (p0 >= 0) {  // the tile that covers p (from p0 <= p: its lanes before p are done)
+            const TileWindow<simd::Wide<A>> tw(tiles, p0);
+            const int skip = static_cast<int>(p - p0);
+            A* drpb_head = drpb ? drpb + bh * g.bias_size : nullptr;
+            if (tw.shifted)
+              tile_backward<R, true, T, A>(g, s, rows, tiles, tw, b, h, line, p0, skip, q, keys, values, bias,
+                                           out, dout, lse, dq, dk, dv, drpb_head, scale, tile_scratch,
+                                           row_keys, row_values);
+            else
+              tile_backward<R, false, T, A>(g, s, rows, tiles, tw, b, h, line, p0, skip, q, keys, values, bias,
+                                            out, dout, lse, dq, dk, dv, drpb_head, scale, tile_scratch,
+                                            row_keys, row_values);
+            p = p0 + L - 1;
+            continue;
+          }
+          const int64_t x = tiles.coordinate[p];
           const int64_t n = line * length + x, row = (b * n_tokens + n) * H + h;
           const QueryWindow qw = query_window<W>(last, position, x, n_rows);
           A delta = 0;
@@ -478,12 +888,12 @@ void fused_backward(const Geometry<R>& g, const Shape& s, const A* q, const A* k
           const A top = lse[bh * n_tokens + n];
           const A* dout_row = dout + row * Dv;
           for (int64_t j0 = 0; j0 < qw.vectors; j0 += kBlock) {
-            const Block<A, R, W> blk(qw, j0, rows, last.dilation, keys, values);
+            const Block<A, R, W> blk(qw, j0, rows, last.dilation, keys, D * length, values, Dv * length);
             with_count(blk.count, [&](auto count) {
               constexpr int G = decltype(count)::value;
               Vec score[G], dprob[G];
-              dots<G, Vec>(sc.x.data(), D, blk.keys.data(), padded, score);
-              dots<G, Vec>(dout_row, Dv, blk.values.data(), padded, dprob);
+              dots<G, Vec>(sc.x.data(), D, blk.keys.data(), length, score);
+              dots<G, Vec>(dout_row, Dv, blk.values.data(), length, dprob);
               for (int j = 0; j < G; ++j) {
                 if (bias) score[j] += simd::load<Vec>(bias + blk.bias[j]);
                 const auto valid_lanes = simd::first_lanes<Vec>(blk.valid[j]);

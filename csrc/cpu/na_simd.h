@@ -106,6 +106,19 @@ inline void transpose(Vec<double> (&r)[4]) {
   }
 }
 
+// v[index[t]] in lane t (index: the vector type's lanes as integers, each in [0, lanes)).
+// GCC emits one cross-lane permute (vpermps and kin); other compilers go lane by lane.
+template <typename V>
+inline V permute(const V& v, const MaskOf<V>& index) {
+#if defined(__GNUC__) && !defined(__clang__)
+  return __builtin_shuffle(v, index);
+#else
+  V out;
+  for (int t = 0; t < kLanes<V>; ++t) out[t] = v[index[t]];
+  return out;
+#endif
+}
+
 // The largest lane, by halving: three shuffles and maxima for 8 lanes, not a chain of compares.
 inline float max_lane(const Vec<float>& v) {
   Vec<float> m = v, s = __builtin_shufflevector(m, m, 4, 5, 6, 7, 0, 1, 2, 3);

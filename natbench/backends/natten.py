@@ -175,9 +175,10 @@ def _geometry_args(case):
 
 class NattenBackend(Backend):
     name = "natten"
-    summary = ("natbench's compiled fused NA kernel (csrc/): per-query online softmax over the "
-               "window, OpenMP over batch x heads x query blocks on the CPU, a warp per query on "
-               "CUDA; fp32 accumulation.")
+    summary = ("natbench's compiled fused NA kernel (csrc/): on the CPU, tiles of neighbouring "
+               "queries as vector lanes (scores, softmax and sums elementwise, no attention "
+               "matrix), OpenMP over batch x heads x query blocks; a warp per query on CUDA; fp32 "
+               "accumulation.")
     cuda_max_head_dim = 256  # a lane keeps 8 of the head dim's values in registers
     needs_extension = True
 

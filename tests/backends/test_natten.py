@@ -158,3 +158,32 @@ def test_the_build_child_imports_this_natbench_wherever_the_run_started(tmp_path
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(extension, "_BUILD_CODE", "import natbench.extension")  # no compile
     assert extension.start_build().wait() == 0
+
+
+# Query tiles (csrc/cpu/na_kernels.h): lines of at least two tiles (16 fp32 or 8 fp64 queries),
+# so that every kind of tile runs: plainly shifted in the interior, permuted at the borders and
+# under query stride, the overlapping last tile of a line or dilation group, growing causal
+# windows left to the one-query path.
+TILE_FEATURES = [  # (rank, resolution, kernel, dilation, stride, causal, rpb)
+    (1, 70, 7, 1, 1, False, True),
+    (1, 75, 6, 3, 1, False, False),
+    (1, 61, 9, 1, 3, False, False),
+    (1, 64, 5, 2, 1, True, False),
+    (2, (6, 41), (3, 7), 1, 1, False, True),
+    (2, (5, 37), (3, 4), (1, 2), (1, 2), (False, True), False),
+    (2, (9, 34), 9, 1, 1, False, True),
+    (3, (4, 5, 36), (3, 3, 5), (1, 1, 2), 1, False, True),
+]
+
+
+@pytest.mark.parametrize("dtype,tolerance_", [("float64", 1e-10), ("float32", 2e-5)])
+@pytest.mark.parametrize("features", TILE_FEATURES, ids=lambda f: f"r{f[0]}-{f[1]}-k{f[2]}")
+def test_query_tiles_forward_and_gradients_match_reference(features, dtype, tolerance_):
+    case = _case(*features, batch=1, heads=2, head_dim=12).with_(dtype=dtype, pass_="fwdbwd")
+    inputs = make_inputs(case, seed=5, requires_grad=True)
+    out, grads = _forward_and_grads("natten", case, inputs)
+    wide = tuple(t.detach().double().requires_grad_() if t is not None else None for t in inputs)
+    ref_out, ref_grads = _forward_and_grads("reference", case.with_(dtype="float64"), wide)
+    assert (out.double() - ref_out).abs().max().item() <= tolerance_
+    for got, expected in zip(grads, ref_grads):
+        assert (got.double() - expected).abs().max().item() <= 10 * tolerance_
