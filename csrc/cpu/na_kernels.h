@@ -370,6 +370,13 @@ struct Scratch {
 // waste (L + K - 1) / K of them. Queries no tile covers (a line or group shorter than L, causal
 // windows still growing) go one by one.
 
+// A tile's vector: its lanes are the tile's queries. As wide as the machine's widest vectors: on
+// Zen 4, where a 64-byte FMA is two 32-byte halves, 32-byte tiles still measured 1.2-1.5x slower
+// at K = 3 and 7 (56x56, D = 32) for having twice the tiles, transposes and window walks.
+constexpr int kTileBytes = simd::kWideBytes;
+template <typename A>
+using TileVec = simd::VecN<A, kTileBytes>;
+
 // Per packed position of a line (the same for every line: only the last axis decides): its
 // coordinate along the last axis, its window's first key (packed position), bias index and key
 // count, and where the tile that covers it starts (-1: none). Tiles follow each other from a
@@ -512,39 +519,64 @@ inline void transpose_rows(const T* src, int64_t src_stride, T* dst, int64_t dst
     for (int64_t j = i < whole_rows ? whole_cols : 0; j < cols; ++j) dst[j * dst_stride + i] = src[i * src_stride + j];
 }
 
+// Where a tile's queries are: one dilation group's consecutive members, so heads-last rows `step`
+// tokens apart from row0 (the first's); and where each window row's keys and values start in
+// the head's packed tensors (row_keys, row_values).
+struct TilePlace {
+  int64_t token0, step, row0;
+};
+
+template <int R, typename A, typename V>
+TilePlace tile_place(const Geometry<R>& g, const Shape& s, const LineRows<R>& rows, const LineTiles& tiles,
+                     const TileWindow<V>& tw, int64_t b, int64_t h, int64_t line, int64_t p0, const A* keys,
+                     const A* values, std::vector<const A*>& row_keys, std::vector<const A*>& row_values) {
+  const int64_t length = g.axes[R - 1].length;
+  for (size_t r = 0; r < rows.line.size(); ++r) {
+    row_keys[r] = keys + rows.line[r] * s.dim * length + tw.base;
+    row_values[r] = values + rows.line[r] * s.dim_v * length + tw.base;
+  }
+  const int64_t token0 = line * length + tiles.coordinate[p0];
+  return {token0, g.axes[R - 1].dilation, (b * g.tokens + token0) * s.heads + h};
+}
+
+// score[j] = scale * (the tile's queries . keys (r, c0 + j)) + their bias, for j < G; row_key and
+// row_bias at the window row's (r) start, row_bias null without a bias.
+template <int G, bool Shifted, typename V, typename A>
+inline void tile_scores(const A* qt, int64_t dim, const A* row_key, int64_t stride, const A* row_bias,
+                        const TileWindow<V>& tw, int64_t c0, A scale, V* score) {
+  tile_dots<G, Shifted, V>(qt, dim, row_key + c0, stride, tw.key_index, score);
+  for (int j = 0; j < G; ++j) {
+    score[j] *= simd::splat<V>(scale);
+    if (row_bias)
+      score[j] += Shifted ? simd::splat<V>(row_bias[c0 + j])
+                          : simd::permute(simd::load<V>(row_bias + c0 + j), tw.bias_index);
+  }
+}
+
 // The forward of the tile at the line's packed positions [p0, p0 + L): scores, softmax and
 // weighted values as above; writes the L outputs and their log-sum-exp. keys, values: the head's
 // packed tensors.
 template <int R, bool Shifted, typename T, typename A>
 void tile_forward(const Geometry<R>& g, const Shape& s, const LineRows<R>& rows, const LineTiles& tiles,
-                  const TileWindow<simd::Wide<A>>& tw, int64_t b, int64_t h, int64_t line, int64_t p0,
+                  const TileWindow<TileVec<A>>& tw, int64_t b, int64_t h, int64_t line, int64_t p0,
                   const A* q, const A* keys, const A* values, const A* bias, T* out, A* lse, A scale,
                   TileScratch<A>& sc, std::vector<const A*>& row_keys, std::vector<const A*>& row_values) {
-  using V = simd::Wide<A>;
+  using V = TileVec<A>;
   constexpr int L = simd::kLanes<V>;
   const Axis& last = g.axes[R - 1];
   const int64_t H = s.heads, D = s.dim, Dv = s.dim_v, length = last.length, n_tokens = g.tokens;
   const int64_t cols = tw.count, n_rows = static_cast<int64_t>(rows.token.size());
-  // The tile's queries are one dilation group's consecutive members: rows `step` tokens apart.
-  const int64_t token0 = line * length + tiles.coordinate[p0], step = last.dilation;
-  const int64_t row0 = (b * n_tokens + token0) * H + h;
+  const auto [token0, step, row0] = tile_place(g, s, rows, tiles, tw, b, h, line, p0, keys, values, row_keys,
+                                               row_values);
   transpose_rows<A>(q + row0 * D, step * H * D, sc.qt.data(), L, L, D);
-  for (int64_t r = 0; r < n_rows; ++r) {
-    row_keys[r] = keys + rows.line[r] * D * length + tw.base;
-    row_values[r] = values + rows.line[r] * Dv * length + tw.base;
-  }
   V top = simd::splat<V>(-std::numeric_limits<A>::infinity());
   for (int64_t r = 0; r < n_rows; ++r) {
     const A* row_bias = bias ? bias + rows.bias[r] + tw.bias_base : nullptr;
     in_blocks(cols, [&](int64_t c0, auto g_) {
       constexpr int G = decltype(g_)::value;
       V score[G];
-      tile_dots<G, Shifted, V>(sc.qt.data(), D, row_keys[r] + c0, length, tw.key_index, score);
+      tile_scores<G, Shifted>(sc.qt.data(), D, row_keys[r], length, row_bias, tw, c0, scale, score);
       for (int j = 0; j < G; ++j) {
-        score[j] *= simd::splat<V>(scale);
-        if (row_bias)
-          score[j] += Shifted ? simd::splat<V>(row_bias[c0 + j])
-                              : simd::permute(simd::load<V>(row_bias + c0 + j), tw.bias_index);
         top = score[j] > top ? score[j] : top;
         simd::store(sc.s.data() + ((r * cols) + c0 + j) * L, score[j]);
       }
@@ -578,26 +610,32 @@ inline void tile_rows_add(A* const* y, int64_t rows, const A* e, const std::pair
                           int64_t x_stride, int64_t dim) {
   using V = simd::Wide<A>;
   constexpr int W = simd::kLanes<V>;
+  // Columns [d0, d0 + P * W) of kMRows rows: P vectors a row in registers.
+  const auto columns = [&](int64_t m0, int mb, int t_first, int t_last, int64_t d0, auto pieces) {
+    constexpr int P = decltype(pieces)::value;
+    V acc[kMRows][P] = {};
+    for (int t = t_first; t < t_last; ++t) {
+      V xs[P];
+      for (int j = 0; j < P; ++j) xs[j] = simd::load<V>(x + t * x_stride + d0 + j * W);
+      for (int i = 0; i < kMRows; ++i) {
+        const V w = simd::splat<V>(e[(m0 + i) * L + t]);
+        for (int j = 0; j < P; ++j) acc[i][j] += w * xs[j];
+      }
+    }
+    for (int i = 0; i < mb; ++i) {
+      if (!y[m0 + i]) continue;
+      for (int j = 0; j < P; ++j) {
+        A* out = y[m0 + i] + d0 + j * W;
+        simd::store(out, simd::load<V>(out) + acc[i][j]);
+      }
+    }
+  };
   for (int64_t m0 = 0; m0 < rows; m0 += kMRows) {
     const int mb = static_cast<int>(std::min<int64_t>(kMRows, rows - m0));
     const auto [t_first, t_last] = lanes[m0 / kMRows];
     int64_t d0 = 0;
-    for (; d0 + 2 * W <= dim; d0 += 2 * W) {
-      V acc[kMRows][2] = {};
-      for (int t = t_first; t < t_last; ++t) {
-        const V x0 = simd::load<V>(x + t * x_stride + d0), x1 = simd::load<V>(x + t * x_stride + d0 + W);
-        for (int i = 0; i < kMRows; ++i) {
-          const V w = simd::splat<V>(e[(m0 + i) * L + t]);
-          acc[i][0] += w * x0, acc[i][1] += w * x1;
-        }
-      }
-      for (int i = 0; i < mb; ++i) {
-        if (!y[m0 + i]) continue;
-        A* out = y[m0 + i] + d0;
-        simd::store(out, simd::load<V>(out) + acc[i][0]);
-        simd::store(out + W, simd::load<V>(out + W) + acc[i][1]);
-      }
-    }
+    for (; d0 + 2 * W <= dim; d0 += 2 * W) columns(m0, mb, t_first, t_last, d0, std::integral_constant<int, 2>{});
+    if (d0 + W <= dim) columns(m0, mb, t_first, t_last, d0, std::integral_constant<int, 1>{}), d0 += W;
     for (; d0 < dim; ++d0)
       for (int i = 0; i < mb; ++i) {
         if (!y[m0 + i]) continue;
@@ -631,17 +669,17 @@ struct TileBackwardScratch : TileScratch<A> {
 // written straight to the heads-last rows the thread owns.
 template <int R, bool Shifted, typename T, typename A>
 void tile_backward(const Geometry<R>& g, const Shape& s, const LineRows<R>& rows, const LineTiles& tiles,
-                   const TileWindow<simd::Wide<A>>& tw, int64_t b, int64_t h, int64_t line, int64_t p0, int skip,
+                   const TileWindow<TileVec<A>>& tw, int64_t b, int64_t h, int64_t line, int64_t p0, int skip,
                    const A* q, const A* keys, const A* values, const A* bias, const A* out, const A* dout,
                    const A* lse, T* dq, A* dk, A* dv, A* drpb, A scale, TileBackwardScratch<A>& sc,
                    std::vector<const A*>& row_keys, std::vector<const A*>& row_values) {
-  using V = simd::Wide<A>;
+  using V = TileVec<A>;
   constexpr int L = simd::kLanes<V>;
   const Axis& last = g.axes[R - 1];
   const int64_t H = s.heads, D = s.dim, Dv = s.dim_v, length = last.length, n_tokens = g.tokens;
   const int64_t cols = tw.count, n_rows = static_cast<int64_t>(rows.token.size());
-  const int64_t token0 = line * length + tiles.coordinate[p0], step = last.dilation;
-  const int64_t row0 = (b * n_tokens + token0) * H + h;
+  const auto [token0, step, row0] = tile_place(g, s, rows, tiles, tw, b, h, line, p0, keys, values, row_keys,
+                                               row_values);
   transpose_rows<A>(q + row0 * D, step * H * D, sc.qt.data(), L, L, D);
   transpose_rows<A>(dout + row0 * Dv, step * H * Dv, sc.dot.data(), L, L, Dv);
   transpose_rows<A>(out + row0 * Dv, step * H * Dv, sc.ot.data(), L, L, Dv);
@@ -652,22 +690,14 @@ void tile_backward(const Geometry<R>& g, const Shape& s, const LineRows<R>& rows
   for (int t = 0; t < L; ++t) lane[t] = t;
   const auto live = lane >= static_cast<typename simd::LanesOf<V>::I>(skip);
   for (int64_t r = 0; r < n_rows; ++r) {
-    row_keys[r] = keys + rows.line[r] * D * length + tw.base;
-    row_values[r] = values + rows.line[r] * Dv * length + tw.base;
-  }
-  for (int64_t r = 0; r < n_rows; ++r) {
     const A* row_bias = bias ? bias + rows.bias[r] + tw.bias_base : nullptr;
     A* row_drpb = drpb ? drpb + rows.bias[r] + tw.bias_base : nullptr;
     in_blocks(cols, [&](int64_t c0, auto g_) {
       constexpr int G = decltype(g_)::value;
       V score[G], dprob[G];
-      tile_dots<G, Shifted, V>(sc.qt.data(), D, row_keys[r] + c0, length, tw.key_index, score);
+      tile_scores<G, Shifted>(sc.qt.data(), D, row_keys[r], length, row_bias, tw, c0, scale, score);
       tile_dots<G, Shifted, V>(sc.dot.data(), Dv, row_values[r] + c0, length, tw.key_index, dprob);
       for (int j = 0; j < G; ++j) {
-        score[j] *= simd::splat<V>(scale);
-        if (row_bias)
-          score[j] += Shifted ? simd::splat<V>(row_bias[c0 + j])
-                              : simd::permute(simd::load<V>(row_bias + c0 + j), tw.bias_index);
         const V p = simd::exp(score[j] - top);
         const V ds = p * (dprob[j] - delta);
         simd::store(sc.s.data() + (r * cols + c0 + j) * L, p);
@@ -731,7 +761,7 @@ void tile_backward(const Geometry<R>& g, const Shape& s, const LineRows<R>& rows
 template <int R, typename T, typename A, int KB>
 void fused_forward(const Geometry<R>& g, const Shape& s, const A* q, const A* k, const A* v,
                    const A* rpb, T* out, A* lse, A scale, A* packed_keys, A* packed_values) {
-  constexpr int L = simd::kLanes<simd::Wide<A>>;
+  constexpr int L = simd::kLanes<TileVec<A>>;
   using Vec = simd::VecN<A, KB>;
   constexpr int W = simd::kLanes<Vec>;
   const int64_t n_tokens = g.tokens, H = s.heads, D = s.dim, Dv = s.dim_v;
@@ -766,7 +796,7 @@ void fused_forward(const Geometry<R>& g, const Shape& s, const A* q, const A* k,
       for (int64_t p = x0; p < end; ++p) {
         const int64_t p0 = tiles.start[p];
         if (p0 >= x0 && p0 + L <= end) {  // the tile that covers p (from p0 <= p: done again)
-          const TileWindow<simd::Wide<A>> tw(tiles, p0);
+          const TileWindow<TileVec<A>> tw(tiles, p0);
           const A* values = packed_values + (b * H + h) * Dv * n_tokens;
           if (tw.shifted)
             tile_forward<R, true, T, A>(g, s, rows, tiles, tw, b, h, line, p0, q, keys, values, bias, out, lse,
@@ -841,7 +871,7 @@ void fused_backward(const Geometry<R>& g, const Shape& s, const A* q, const A* k
   const int64_t length = last.length, lines = n_tokens / length;
   const int64_t rpb_row = g.bias_size + kBiasPad;
   static_assert(kBiasPad >= W, "bias rows need a full vector of tail");
-  constexpr int L = simd::kLanes<simd::Wide<A>>;
+  constexpr int L = simd::kLanes<TileVec<A>>;
   const auto position = line_positions(last);
   const LineTiles tiles(last, position, L);
   pack(g, s, k, D, position, packed_keys);
@@ -864,7 +894,7 @@ void fused_backward(const Geometry<R>& g, const Shape& s, const A* q, const A* k
         for (int64_t p = 0; p < length; ++p) {
           const int64_t p0 = tiles.start[p];
           if (p0 >= 0) {  // the tile that covers p (from p0 <= p: its lanes before p are done)
-            const TileWindow<simd::Wide<A>> tw(tiles, p0);
+            const TileWindow<TileVec<A>> tw(tiles, p0);
             const int skip = static_cast<int>(p - p0);
             A* drpb_head = drpb ? drpb + bh * g.bias_size : nullptr;
             if (tw.shifted)

@@ -176,10 +176,11 @@ TILE_FEATURES = [  # (rank, resolution, kernel, dilation, stride, causal, rpb)
 ]
 
 
+@pytest.mark.parametrize("head_dim", [12, 16, 40])  # under AVX-512: the vector pieces of both dtypes
 @pytest.mark.parametrize("dtype,tolerance_", [("float64", 1e-10), ("float32", 2e-5)])
 @pytest.mark.parametrize("features", TILE_FEATURES, ids=lambda f: f"r{f[0]}-{f[1]}-k{f[2]}")
-def test_query_tiles_forward_and_gradients_match_reference(features, dtype, tolerance_):
-    case = _case(*features, batch=1, heads=2, head_dim=12).with_(dtype=dtype, pass_="fwdbwd")
+def test_query_tiles_forward_and_gradients_match_reference(features, dtype, tolerance_, head_dim):
+    case = _case(*features, batch=1, heads=2, head_dim=head_dim).with_(dtype=dtype, pass_="fwdbwd")
     inputs = make_inputs(case, seed=5, requires_grad=True)
     out, grads = _forward_and_grads("natten", case, inputs)
     wide = tuple(t.detach().double().requires_grad_() if t is not None else None for t in inputs)
