@@ -74,7 +74,7 @@ def usable(row: dict) -> bool:
 def default_x(rows: list[dict]) -> str:
     """The first case field that varies: the natural x axis of a sweep."""
     for field in ("kernel_size", "resolution", "image_size", "dtype", "dilation", "head_dim", "heads",
-                  "batch", "pass", "label"):
+                  "batch", "pass", "label", "model"):
         if len({json.dumps(r.get(field)) for r in rows}) > 1:
             return field
     return "kernel_size"
@@ -177,7 +177,9 @@ def _line_groups(rows: list[dict], x: str, point) -> list[tuple[list[str], dict,
     for fixed, members in _groups(rows, x):
         xs_all = [axis_value(r.get(x)) for r in members]
         numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in xs_all)
-        order = sorted(set(xs_all)) if numeric else list(dict.fromkeys(map(str, xs_all)))
+        # labels in the order tables list them (sorted); other words in the run's order
+        order = sorted(set(xs_all)) if numeric else (
+            sorted(set(map(str, xs_all))) if x == "label" else list(dict.fromkeys(map(str, xs_all))))
         lines: dict[tuple[str, str], list] = {}
         left_out = 0
         for row in members:
@@ -317,7 +319,9 @@ def ratio_figures(rows: list[dict], baselines: dict[str, str], x: str, out_dir: 
     def point(row):
         return ratios.get((row["_source"], row["backend"], row["case_key"]))
 
-    return _draw(plt, _line_groups(candidates, x, point), x,
+    # the view names a network's size in its label, its column being the family
+    along = "label" if x == "model" else x
+    return _draw(plt, _line_groups(candidates, along, point), along,
                  f"{quantity} / {named} (below 1: less" + ("; band: 95% CI)" if metric == "latency" else ")"),
                  f"{quantity} ratio to {named} vs {x}", out_dir,
                  f"{stem}-{'ratio' if metric == 'latency' else 'memory-ratio'}-vs-{x}", formats,

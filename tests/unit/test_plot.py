@@ -61,3 +61,15 @@ def test_a_model_on_a_backend_takes_the_backends_colour_unless_another_line_has_
     assert chosen["swin_pair swin"] == COLOURS["swin"]
     assert len(set(chosen.values())) == len(chosen)
     assert sum(c == COLOURS["natten"] for c in chosen.values()) == 1
+
+
+def test_networks_of_several_sizes_plot_against_their_size_small_to_large(tmp_path):
+    from natbench.plot import _line_groups, default_x
+
+    rows = [{"op": "model", "model": m, "backend": "natten", "image_size": 224, "batch": 8, "dtype": "float32",
+             "device": "cpu", "pass": "fwd", "_source": "run", "label": label, "case_key": m}
+            for m, label in (("nat_base", "4: base"), ("nat_mini", "1: mini"), ("nat_tiny", "2: tiny"))]
+    assert default_x([{k: v for k, v in r.items() if k != "label"} for r in rows]) == "model"
+    view = [{**r, "model": None} for r in rows]  # as console.network_view has them: size in the label
+    (_, lines, _, numeric, order), = _line_groups(view, "label", lambda row: (1.0, None, None))
+    assert not numeric and order == ["1: mini", "2: tiny", "4: base"]
