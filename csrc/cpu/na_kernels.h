@@ -498,14 +498,15 @@ inline void tile_sums(A* ot, int64_t dim, const A* w, const A* const* rows, int6
   });
 }
 
-// dst[j * dst_stride + i] = src[i * src_stride + j] for i < rows and j < cols: W x W blocks
-// through register transposes, the ragged edges one value at a time.
-template <typename A, typename T>
-inline void transpose_rows(const T* src, int64_t src_stride, T* dst, int64_t dst_stride, int64_t rows,
+// dst[j * dst_stride + i] = src[i * src_stride + j] for i < rows and j < cols, converted to T:
+// W x W blocks through register transposes where both are A, the ragged edges (and any
+// conversion) one value at a time.
+template <typename A, typename S, typename T>
+inline void transpose_rows(const S* src, int64_t src_stride, T* dst, int64_t dst_stride, int64_t rows,
                            int64_t cols) {
   constexpr int W = simd::kWidth<A>;
   int64_t whole_rows = 0, whole_cols = 0;
-  if constexpr (std::is_same_v<T, A>) {
+  if constexpr (std::is_same_v<S, A> && std::is_same_v<T, A>) {
     whole_rows = rows - rows % W, whole_cols = cols - cols % W;
     for (int64_t j0 = 0; j0 < whole_cols; j0 += W)
       for (int64_t i0 = 0; i0 < whole_rows; i0 += W) {
@@ -516,27 +517,31 @@ inline void transpose_rows(const T* src, int64_t src_stride, T* dst, int64_t dst
       }
   }
   for (int64_t i = 0; i < rows; ++i)
-    for (int64_t j = i < whole_rows ? whole_cols : 0; j < cols; ++j) dst[j * dst_stride + i] = src[i * src_stride + j];
+    for (int64_t j = i < whole_rows ? whole_cols : 0; j < cols; ++j)
+      dst[j * dst_stride + i] = static_cast<T>(src[i * src_stride + j]);
 }
 
 // Where a tile's queries are: one dilation group's consecutive members, so heads-last rows `step`
-// tokens apart from row0 (the first's); and where each window row's keys and values start in
-// the head's packed tensors (row_keys, row_values).
+// tokens apart from row0 (the first's); where each window row's keys and values start in the
+// head's packed tensors (row_keys, row_values); and the queries transposed into qt [dim][L].
 struct TilePlace {
   int64_t token0, step, row0;
 };
 
 template <int R, typename A, typename V>
 TilePlace tile_place(const Geometry<R>& g, const Shape& s, const LineRows<R>& rows, const LineTiles& tiles,
-                     const TileWindow<V>& tw, int64_t b, int64_t h, int64_t line, int64_t p0, const A* keys,
-                     const A* values, std::vector<const A*>& row_keys, std::vector<const A*>& row_values) {
-  const int64_t length = g.axes[R - 1].length;
+                     const TileWindow<V>& tw, int64_t b, int64_t h, int64_t line, int64_t p0, const A* q,
+                     const A* keys, const A* values, std::vector<const A*>& row_keys,
+                     std::vector<const A*>& row_values, A* qt) {
+  constexpr int L = simd::kLanes<V>;
+  const int64_t length = g.axes[R - 1].length, step = g.axes[R - 1].dilation;
   for (size_t r = 0; r < rows.line.size(); ++r) {
     row_keys[r] = keys + rows.line[r] * s.dim * length + tw.base;
     row_values[r] = values + rows.line[r] * s.dim_v * length + tw.base;
   }
-  const int64_t token0 = line * length + tiles.coordinate[p0];
-  return {token0, g.axes[R - 1].dilation, (b * g.tokens + token0) * s.heads + h};
+  const int64_t token0 = line * length + tiles.coordinate[p0], row0 = (b * g.tokens + token0) * s.heads + h;
+  transpose_rows<A>(q + row0 * s.dim, step * s.heads * s.dim, qt, L, L, s.dim);
+  return {token0, step, row0};
 }
 
 // score[j] = scale * (the tile's queries . keys (r, c0 + j)) + their bias, for j < G; row_key and
@@ -566,9 +571,8 @@ void tile_forward(const Geometry<R>& g, const Shape& s, const LineRows<R>& rows,
   const Axis& last = g.axes[R - 1];
   const int64_t H = s.heads, D = s.dim, Dv = s.dim_v, length = last.length, n_tokens = g.tokens;
   const int64_t cols = tw.count, n_rows = static_cast<int64_t>(rows.token.size());
-  const auto [token0, step, row0] = tile_place(g, s, rows, tiles, tw, b, h, line, p0, keys, values, row_keys,
-                                               row_values);
-  transpose_rows<A>(q + row0 * D, step * H * D, sc.qt.data(), L, L, D);
+  const auto [token0, step, row0] = tile_place(g, s, rows, tiles, tw, b, h, line, p0, q, keys, values, row_keys,
+                                               row_values, sc.qt.data());
   V top = simd::splat<V>(-std::numeric_limits<A>::infinity());
   for (int64_t r = 0; r < n_rows; ++r) {
     const A* row_bias = bias ? bias + rows.bias[r] + tw.bias_base : nullptr;
@@ -591,12 +595,7 @@ void tile_forward(const Geometry<R>& g, const Shape& s, const LineRows<R>& rows,
   tile_sums<Shifted, V>(sc.ot.data(), Dv, sc.s.data(), row_values.data(), n_rows, cols, length, tw.key_index);
   const V inverse = simd::splat<V>(A(1)) / total;
   for (int64_t d = 0; d < Dv; ++d) simd::store(sc.ot.data() + d * L, simd::load<V>(sc.ot.data() + d * L) * inverse);
-  if constexpr (std::is_same_v<T, A>) {
-    transpose_rows<A>(sc.ot.data(), L, out + row0 * Dv, step * H * Dv, Dv, L);
-  } else {
-    for (int t = 0; t < L; ++t)
-      for (int64_t d = 0; d < Dv; ++d) out[(row0 + t * step * H) * Dv + d] = static_cast<T>(sc.ot[d * L + t]);
-  }
+  transpose_rows<A>(sc.ot.data(), L, out + row0 * Dv, step * H * Dv, Dv, L);
   for (int t = 0; t < L; ++t) lse[(b * H + h) * n_tokens + token0 + t * step] = top[t] + std::log(total[t]);
 }
 
@@ -678,9 +677,8 @@ void tile_backward(const Geometry<R>& g, const Shape& s, const LineRows<R>& rows
   const Axis& last = g.axes[R - 1];
   const int64_t H = s.heads, D = s.dim, Dv = s.dim_v, length = last.length, n_tokens = g.tokens;
   const int64_t cols = tw.count, n_rows = static_cast<int64_t>(rows.token.size());
-  const auto [token0, step, row0] = tile_place(g, s, rows, tiles, tw, b, h, line, p0, keys, values, row_keys,
-                                               row_values);
-  transpose_rows<A>(q + row0 * D, step * H * D, sc.qt.data(), L, L, D);
+  const auto [token0, step, row0] = tile_place(g, s, rows, tiles, tw, b, h, line, p0, q, keys, values, row_keys,
+                                               row_values, sc.qt.data());
   transpose_rows<A>(dout + row0 * Dv, step * H * Dv, sc.dot.data(), L, L, Dv);
   transpose_rows<A>(out + row0 * Dv, step * H * Dv, sc.ot.data(), L, L, Dv);
   V delta{}, top;
@@ -715,12 +713,7 @@ void tile_backward(const Geometry<R>& g, const Shape& s, const LineRows<R>& rows
   }
   tile_sums<Shifted, V>(sc.ot.data(), D, sc.ds.data(), row_keys.data(), n_rows, cols, length, tw.key_index);
   for (int64_t d = 0; d < D; ++d) simd::store(sc.ot.data() + d * L, simd::load<V>(sc.ot.data() + d * L) * scale);
-  if constexpr (std::is_same_v<T, A>) {
-    transpose_rows<A>(sc.ot.data(), L, dq + row0 * D, step * H * D, D, L);
-  } else {
-    for (int t = 0; t < L; ++t)
-      for (int64_t d = 0; d < D; ++d) dq[(row0 + t * step * H) * D + d] = static_cast<T>(sc.ot[d * L + t]);
-  }
+  transpose_rows<A>(sc.ot.data(), L, dq + row0 * D, step * H * D, D, L);
   // Key side, one window row at a time.
   int64_t span = 0;
   for (int t = 0; t < L; ++t) span = std::max<int64_t>(span, tw.key_index[t] + cols);
