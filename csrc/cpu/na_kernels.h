@@ -105,29 +105,36 @@ void pack(const Geometry<R>& g, const Shape& s, const A* x, int64_t dim,
   const int64_t lines = n_tokens / length, token = H * dim;
   std::fill(out + s.batch * H * dim * n_tokens, out + s.batch * H * dim * n_tokens + kMaxKeyLanes<A>, A(0));
 #pragma omp parallel for schedule(static)
-  for (int64_t item = 0; item < s.batch * H * lines; ++item) {
-    const int64_t b = item / (H * lines), h = (item / lines) % H, line = item % lines;
-    A* dst = out + ((b * H + h) * lines + line) * dim * length;
-    const A* src = x + ((b * n_tokens + line * length) * H + h) * dim;
+  for (int64_t item = 0; item < s.batch * lines; ++item) {
+    const int64_t b = item / lines, line = item % lines;
+    const int64_t head_part = lines * dim * length;  // one head's packed tensor
+    A* dst = out + (b * H * lines + line) * dim * length;
+    const A* src = x + (b * n_tokens + line * length) * token;
     for (int64_t group = 0; group < std::min(last.dilation, length); ++group) {
       const int64_t members = (length - group + last.dilation - 1) / last.dilation;
       const int64_t step = last.dilation * token, first = position[group];
       int64_t i = 0;
+      // W members' whole heads-last rows, every head, read in their memory order
       for (; i + W <= members; i += W) {
         const A* from = src + (group + i * last.dilation) * token;
-        int64_t d = 0;
-        for (; d + W <= dim; d += W) {
-          simd::Vec<A> r[W];
-          for (int t = 0; t < W; ++t) r[t] = simd::load(from + t * step + d);
-          simd::transpose(r);
-          for (int t = 0; t < W; ++t) simd::store(dst + (d + t) * length + first + i, r[t]);
+        for (int64_t h = 0; h < H; ++h) {
+          A* to = dst + h * head_part + first + i;
+          const A* head = from + h * dim;
+          int64_t d = 0;
+          for (; d + W <= dim; d += W) {
+            simd::Vec<A> r[W];
+            for (int t = 0; t < W; ++t) r[t] = simd::load(head + t * step + d);
+            simd::transpose(r);
+            for (int t = 0; t < W; ++t) simd::store(to + (d + t) * length, r[t]);
+          }
+          for (; d < dim; ++d)
+            for (int t = 0; t < W; ++t) to[d * length + t] = head[t * step + d];
         }
-        for (; d < dim; ++d)
-          for (int t = 0; t < W; ++t) dst[d * length + first + i + t] = from[t * step + d];
       }
       for (; i < members; ++i)
-        for (int64_t d = 0; d < dim; ++d)
-          dst[d * length + first + i] = src[(group + i * last.dilation) * token + d];
+        for (int64_t h = 0; h < H; ++h)
+          for (int64_t d = 0; d < dim; ++d)
+            dst[h * head_part + d * length + first + i] = src[(group + i * last.dilation) * token + h * dim + d];
     }
   }
 }
