@@ -9,7 +9,7 @@ NATTEN_VERSION ?= 0.21.7
 # torch first, pinned, and only when absent: an unpinned torch would pull the CUDA build.
 install:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q torch==$(TORCH_VERSION)
-	$(PIP) install -q -e ".[dev,tb]"
+	$(PIP) install -q -e ".[dev,tb,cluster]"
 
 # The optional NATTEN peer (backend natten-lib): its pure-Python path with a CPU-only torch; with
 # CUDA only its published wheel, never its long source build (natbench/natten_install.py).

@@ -12,7 +12,8 @@ from statistics import median
 
 from rich import box
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from natbench.case import OTHER_FAMILY
@@ -39,7 +40,7 @@ class Sink:
             err.print(message, highlight=False)
 
     def warn(self, message: str) -> None:
-        err.print(f"[yellow]warning:[/] {message}", highlight=False)
+        err.print(f"[yellow]warning:[/] {escape(message)}", highlight=False)
 
     def json(self, value) -> None:
         print(json.dumps(value, default=str), flush=True)
@@ -122,7 +123,7 @@ def run_report(rows: list[dict], backends: list[str], title: str, sink: Sink, ba
 
 
 def error(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
 
 
 def _axes(value) -> str:
@@ -650,3 +651,58 @@ def gate_markdown(result) -> str:
         lines += ["| " + " | ".join(v.replace("|", "\\|") for v in _finding_values(f)) + " |"
                   for f in result.changed]
     return "\n".join(lines) + "\n"
+
+
+def plan_report(sink: Sink, plan, suite: str, device: str, part: dict | None = None) -> None:
+    """`--dry-run`: a table of the plan's pairs (what runs, what is skipped and why, expected call
+    and cost, shard), then the expected total with its fixed parts; JSON with --json."""
+    shard_of = {}
+    if part is not None:
+        shard_of = {key: i + 1 for i, keys in enumerate(part["split"]) for key in keys}
+    records = [{**p.point.case.to_record(), "label": p.point.label} for p in plan.pairs]
+    columns = case_columns(records) if records else []
+    measured = [p for p in plan.pairs if p.skip is None]
+    if sink.json_mode:
+        sink.json({"suite": suite, "device": device, "costs_from": plan.costs_from,
+                   "expected_s": plan.total_s, "fixed_s": plan.fixed_parts,
+                   "pairs": [{"case_key": p.point.case.key, "label": p.point.label, "backend": p.backend,
+                              "skip": p.skip, "call_s": p.call_s, "expected_s": p.cost_s,
+                              "call_from": p.source, "shard": shard_of.get(p.point.case.key)}
+                             for p in plan.pairs],
+                   "shards": part["record"] if part else None})
+        return
+    table = Table(title=f"plan: {suite} on {device} (nothing measured)", title_justify="left")
+    for column in ("case", "backend", "runs", "call", "expected", *(["shard"] if part else [])):
+        table.add_column(column)
+    for pair, record in zip(plan.pairs, records):
+        runs = "[green]yes[/]" if pair.skip is None else f"[yellow]skip[/]: {pair.skip}"
+        call = "" if pair.skip else f"{format_seconds(pair.call_s)} ({pair.source})"
+        table.add_row(case_name(record, columns), pair.backend, runs, call,
+                      "" if pair.skip else format_seconds(pair.cost_s),
+                      *([str(shard_of.get(pair.point.case.key, ""))] if part else []))
+    sink.table(table)
+    fixed = ", ".join(f"{name} {format_seconds(s)}" for name, s in plan.fixed_parts.items() if s)
+    sink.info(f"{len(measured)} pairs to measure, {len(plan.pairs) - len(measured)} to skip; expected "
+              f"{format_seconds(plan.total_s)} in all ({fixed} of it fixed). Calls from: {plan.costs_from} "
+              f"(measured: a row of that file; rate: the backend's FLOP/s there; stated: an assumed rate).")
+    if part is not None:
+        record = part["record"]
+        loads = ", ".join(f"{i + 1}: {format_seconds(s)}" for i, s in enumerate(record["expected_s"]))
+        sink.info(f"shards (whole cases, split by {record['split_by']}): expected pair time {loads}; "
+                  f"this run is shard {record['index']}/{record['count']}.")
+
+
+@contextmanager
+def launch_progress(sink: Sink, title: str):
+    """Yields update(done, total): a bar of the pairs finished over every job of a launch."""
+    if sink.quiet or sink.json_mode:
+        yield lambda done, total: None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err) as progress:
+        task = progress.add_task(f"{title}: pairs finished", total=None)
+
+        def update(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        yield update

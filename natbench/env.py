@@ -232,6 +232,17 @@ def _throttle_names(pynvml, mask: int) -> list[str]:
     return sorted(names)
 
 
+def machine_identity(device: str) -> dict:
+    """The header fields that say which kind of machine measured a run on `device`: its device
+    kind and the CPU's model, or on CUDA the GPU's name (None where torch sees no GPU)."""
+    if device != "cuda":
+        return {"device_kind": device, "cpu_model": cpu_model()}
+    import torch
+
+    return {"device_kind": device,
+            "gpu_name": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+
+
 def collect(device: str = "cpu", suite: str | None = None, build_extension: bool = True) -> dict:
     """Everything a reader needs to trust or reproduce a run. Imports torch. The compiled
     extension's fields come from building it, or with `build_extension=False` from its last

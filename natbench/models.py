@@ -404,9 +404,10 @@ def input_shape(name: str, batch: int, image_size: int) -> tuple:
 
 # ---- measuring (natbench run on a suite of models) ----
 
-def supports(backend, case) -> str | None:
-    """None when `backend` can run model case `case`, else why not."""
-    reason = backend.unavailable_reason()
+def supports(backend, case, machine: bool = True) -> str | None:
+    """None when `backend` can run model case `case`, else why not; without `machine`, from the
+    family and the declared capabilities only (a plan's question, on any machine)."""
+    reason = backend.unavailable_reason() if machine else None
     if reason:
         return reason
     family = CONFIGS[case.model].family
@@ -418,7 +419,7 @@ def supports(backend, case) -> str | None:
         return f"{backend.name} does not run {case.dtype}."
     if case.device not in caps.devices:
         return f"{backend.name} does not run on {case.device}."
-    if case.device == "cuda" and not torch.cuda.is_available():
+    if machine and case.device == "cuda" and not torch.cuda.is_available():
         return "no CUDA device is visible to torch on this machine; use --device cpu."
     if case.needs_backward and case.device not in caps.backward_devices:
         return f"{backend.name} has no backward pass on {case.device}; run --pass fwd."

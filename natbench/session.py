@@ -16,10 +16,12 @@ from natbench.timing import TimingPolicy
 
 def execute(suite: Suite, points: list[Point], backends: list[str], device: str, path: Path,
             resume: bool, policy: TimingPolicy, watch, plan: dict | None = None,
-            retry_crashed: bool = False) -> list[dict]:
+            retry_crashed: bool = False, shard: dict | None = None) -> list[dict]:
     """Measure every (case, backend) pair, appending each row to `path` as it finishes; returns
     every row of the file. `watch` hears of each step (console.RunWatch has the methods); `plan`,
-    the options the run was asked with, goes into the header so that --resume continues it.
+    the options the run was asked with, goes into the header so that --resume continues it, and
+    so does `shard`, the record of the part of the suite a sharded run measures (`points` are
+    that part's).
 
     The measuring happens in a worker process (natbench/worker.py): a pair that kills it or
     overruns its deadline becomes a `crashed` or `timeout` row, and a fresh worker goes on. A
@@ -39,7 +41,7 @@ def execute(suite: Suite, points: list[Point], backends: list[str], device: str,
         compiled = any(get_backend(b).needs_extension for b in backends)
         header = {**collect(device, suite.name, build_extension=compiled), "suite_file": str(suite.path),
                   "backends": backends, "baseline": suite.baseline, "policy": policy.__dict__, **prepared,
-                  **({"plan": plan} if plan is not None else {})}
+                  **({"plan": plan} if plan is not None else {}), **({"shard": shard} if shard else {})}
         header["env"].update(worker.environment)
         writer = store.ResultsWriter(path, header, resume, retry_crashed)
         context = RunContext(policy, compile_s=compile_s)

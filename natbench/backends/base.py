@@ -75,10 +75,16 @@ class Backend:
         return self.summary
 
     def supports(self, case: Case) -> str | None:
-        """None if this backend can run `case`, else a sentence a person understands."""
+        """None if this backend can run `case` on this machine, else a sentence a person understands."""
         reason = self.unavailable_reason()
         if reason:
             return reason
+        return self.capability_reason(case, machine=True) or self.supports_extra(case)
+
+    def capability_reason(self, case: Case, machine: bool = False) -> str | None:
+        """Why the declared capabilities rule `case` out (None: they do not); with `machine`,
+        also a CUDA case where torch sees no GPU. Without it, what a plan made on a machine
+        without the GPU or the build can say."""
         caps, name = self.caps, self.name
         if case.rank not in caps.ranks:
             return f"{name} runs {_axis_list(sorted(caps.ranks))}-D problems only; this case is {case.rank}-D."
@@ -86,7 +92,7 @@ class Backend:
             return f"{name} does not run {case.dtype}; it runs {_axis_list(sorted(caps.dtypes))}."
         if case.device not in caps.devices:
             return f"{name} does not run on {case.device}."
-        if case.device == "cuda" and not _cuda_available():
+        if machine and case.device == "cuda" and not _cuda_available():
             return "no CUDA device is visible to torch on this machine; use --device cpu."
         if case.needs_backward and case.device not in caps.backward_devices:
             return (f"{name} has no backward pass on {case.device}; run --pass fwd"
@@ -101,7 +107,7 @@ class Backend:
             return f"{name} needs odd kernel sizes; this case has {case.kernel_size}."
         if case.rpb and not caps.rpb:
             return f"{name} has no relative positional bias; drop rpb for this backend."
-        return self.supports_extra(case)
+        return None
 
     def supports_extra(self, case: Case) -> str | None:
         """Backend-specific limits beyond the declared capabilities."""

@@ -10,8 +10,8 @@ import sys
 
 import typer
 
-from natbench.cli import (build_cmd, compare_cmd, env_cmd, export_cmd, gate_cmd, gpu_check_cmd, list_cmd,
-                          models_cmd, plot_cmd, profile_cmd, report_cmd, run_cmd, verify_cmd)
+from natbench.cli import (build_cmd, compare_cmd, env_cmd, export_cmd, gate_cmd, gpu_check_cmd, launch_cmd,
+                          list_cmd, merge_cmd, models_cmd, plot_cmd, profile_cmd, report_cmd, run_cmd, verify_cmd)
 
 app = typer.Typer(name="natbench", no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False,
@@ -28,6 +28,8 @@ app.command("list")(list_cmd.list_)
 app.command("env")(env_cmd.env)
 app.command("build")(build_cmd.build)
 app.command("export")(export_cmd.export)
+app.command("merge")(merge_cmd.merge)
+app.command("launch")(launch_cmd.launch)
 app.command("gpu-check")(gpu_check_cmd.gpu_check)
 app.command("models")(models_cmd.models)
 

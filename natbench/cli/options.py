@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -22,6 +23,9 @@ Threads = Annotated[Optional[str], typer.Option(help="torch's CPU threads while 
 BackendModules = Annotated[Optional[list[str]], typer.Option("--backend-module", help="Load plugin backends from path/to/file.py or package.module[:Class] (repeatable); installed packages' natbench.backends entry points load by themselves. docs/plugins.md.")]
 Show = Annotated[Optional[list[str]], typer.Option("--show", help="Tables to print: latency (the default), memory; repeatable.")]
 Baseline = Annotated[Optional[str], typer.Option(help="The backend the others are compared with; default: the suite's declared baseline.")]
+ShardOption = Annotated[Optional[str], typer.Option("--shard", help="I/N: measure the I-th of N parts of the suite (whole cases, balanced by expected cost; `natbench merge` joins the parts).")]
+Costs = Annotated[Optional[Path], typer.Option(help="A results file whose measured times give each pair's expected cost, for --shard's split and --dry-run's estimates (default for --dry-run: the newest results of this suite on this kind of machine under results/runs/).")]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the plan (pairs, skips and why, expected costs, shards) and measure nothing.")]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON only, on stdout.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or notes; results only.")]
 
@@ -110,7 +114,7 @@ def plan(suite_name: str, backends: str | None, device: str, dtype: str | None,
 PLAN_FLAGS = {"suite": "--suite", "backend": "--backend", "device": "--device", "dtype": "--dtype",
               "pass_": "--pass", "set_": "--set", "max_time": "--max-time", "rounds": "--rounds",
               "threads": "--threads", "backend_module": "--backend-module",
-              "call_timeout": "--call-timeout"}
+              "call_timeout": "--call-timeout", "shard": "--shard", "costs": "--costs"}
 
 
 def from_command_line(ctx, given: dict) -> set[str]:
@@ -153,3 +157,45 @@ def shown(show: list[str] | None) -> tuple:
         if name not in ("latency", "memory"):
             raise SuiteError(f"--show {name}: the tables are latency and memory.")
     return tables
+
+
+def shard_of(text: str | None, costs: str | None, suite, points, names, device: str, policy) -> dict | None:
+    """--shard I/N: the shard's points and the header's record of it (None without --shard). The
+    split takes its costs from --costs alone, never from files that happen to be at hand, so
+    that every job of a sweep computes the same one."""
+    if text is None:
+        return None
+    from natbench import store
+    from natbench.plan import Costs, make_plan, parse_shard
+
+    shard = parse_shard(text)
+    plan = make_plan(points, names, device, policy, Costs(store.load(costs) if costs else None))
+    cases = plan.cases()
+    if shard.count > len(cases):
+        raise SuiteError(f"--shard {text}: {suite.name} has {len(cases)} cases and a shard holds whole "
+                         f"cases; use at most {len(cases)} shards.")
+    split = plan.shards(shard.count)
+    keys = set(split[shard.index])
+    costs_by_case = plan.case_costs()
+    record = {"index": shard.index + 1, "count": shard.count, "cases": split[shard.index],
+              "suite_cases": cases, "split_by": plan.costs_from,
+              "expected_s": [sum(costs_by_case[k] for k in part) for part in split]}
+    return {"points": [p for p in points if p.case.key in keys], "split": split, "record": record}
+
+
+def show_plan(sink, suite, points, names, device: str, policy, given: dict, part: dict | None,
+              out: Path | None, resume: bool) -> None:
+    """--dry-run: what the run would do, measuring nothing: each pair (or why it would be
+    skipped), its expected call and cost, the shard it falls in, and the expected total."""
+    from natbench import store
+    from natbench.console import plan_report
+    from natbench.env import RESULTS_DIR
+    from natbench.plan import Costs, costs_file, make_plan
+
+    done = set()
+    if resume and out is not None and out.exists():
+        done = store.finished(store.load(out))
+    costs = Costs(costs_file(Path(given["costs"]) if given.get("costs") else None, suite.name, device,
+                             RESULTS_DIR))
+    plan = make_plan(points, names, device, policy, costs, done)
+    plan_report(sink, plan, suite.name, device, part)

@@ -21,7 +21,8 @@ def run(ctx: typer.Context, suite: options.Suite = "kernel-sizes", backend: opti
         max_time: options.MaxTime = None, rounds: options.Rounds = None,
         threads: options.Threads = None, call_timeout: options.CallTimeout = None,
         backend_module: options.BackendModules = None, show: options.Show = None,
-        baseline: options.Baseline = None,
+        baseline: options.Baseline = None, shard: options.ShardOption = None,
+        costs: options.Costs = None, dry_run: options.DryRun = False,
         json_: options.Json = False, quiet: options.Quiet = False) -> None:
     """Run a suite: latency, memory, FLOPs and correctness per case and backend."""
     from natbench.console import RunWatch, Sink, run_report
@@ -31,7 +32,8 @@ def run(ctx: typer.Context, suite: options.Suite = "kernel-sizes", backend: opti
     sink = Sink(json_, quiet)
     given = {"suite": suite, "backend": backend, "device": device, "dtype": dtype, "pass_": pass_,
              "set_": set_, "max_time": max_time, "rounds": rounds, "threads": threads,
-             "backend_module": backend_module, "call_timeout": call_timeout}
+             "backend_module": backend_module, "call_timeout": call_timeout, "shard": shard,
+             "costs": str(costs) if costs else None}
     if resume:
         if out is None:
             from natbench.errors import SuiteError
@@ -41,16 +43,22 @@ def run(ctx: typer.Context, suite: options.Suite = "kernel-sizes", backend: opti
     suite_obj, points, names, device_name = options.plan(given["suite"], given["backend"], given["device"],
                                                          given["dtype"], given["pass_"], given["set_"],
                                                          given["backend_module"], sink.warn)
+    run_policy = options.policy(suite_obj, device_name, given["max_time"], given["rounds"], given["threads"],
+                                given["call_timeout"])
+    part = options.shard_of(given["shard"], given["costs"], suite_obj, points, names, device_name, run_policy)
+    if dry_run:
+        options.show_plan(sink, suite_obj, points, names, device_name, run_policy, given, part, out, resume)
+        raise typer.Exit(0)
+    if part is not None:
+        points = part["points"]
     tables = options.shown(show)
     if baseline is not None and baseline not in names:
         from natbench.errors import SuiteError
 
         raise SuiteError(f"--baseline {baseline}: not among the backends of this run ({', '.join(names)}).")
     path = out or RESULTS_DIR / f"{suite_obj.name}-{device_name}-{datetime.now():%Y%m%d-%H%M%S}.jsonl"
-    results = execute(suite_obj, points, names, device_name, path, resume,
-                      options.policy(suite_obj, device_name, given["max_time"], given["rounds"],
-                                     given["threads"], given["call_timeout"]),
-                      RunWatch(sink), plan=given, retry_crashed=retry_crashed)
+    results = execute(suite_obj, points, names, device_name, path, resume, run_policy, RunWatch(sink),
+                      plan=given, retry_crashed=retry_crashed, shard=part and part["record"])
     if results:
         from natbench.compare import pick_baseline
 
