@@ -70,13 +70,20 @@ def launch(ctx: typer.Context, suite: options.Suite = "kernel-sizes", backend: o
         sink.warn("--device auto is cpu here (torch sees no GPU on this machine), and the jobs measure "
                   "what the plan here says; pass --device cuda for a GPU sweep.")
     given["device"] = device_name  # every job measures the device the plan was made for
+    if state is None and given["costs"] is None:
+        # the newest results of this suite on this kind of machine balance the shards; every job
+        # is handed that file, so all of them compute the same split
+        found = costs_file(None, suite_obj.name, device_name, _results_dir())
+        if found is not None:
+            given["costs"] = str(found.path.resolve())
     run_policy = options.policy(suite_obj, device_name, given["max_time"], given["rounds"], given["threads"],
                                 given["call_timeout"])
     part = options.shard_of(f"1/{shards}", given["costs"], suite_obj, points, names, device_name, run_policy)
     opts = Options(executor, shards, out, partition, gpus_per_job, time_, cpus_per_job,
                    parse_slurm_args(slurm_arg), parallel or _parallel(executor, device_name, given["threads"]))
     if dry_run:
-        estimates = Costs(costs_file(costs, suite_obj.name, device_name, _results_dir()))
+        estimates = Costs(costs_file(Path(given["costs"]) if given["costs"] else None, suite_obj.name,
+                                     device_name, _results_dir()))
         plan_report(sink, make_plan(points, names, device_name, run_policy, estimates), suite_obj.name,
                     device_name, part)
         command = run_command(given, 0, shards, shard_file(out, 0, shards))
