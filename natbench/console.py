@@ -208,6 +208,13 @@ def format_seconds(seconds: float) -> str:
     return _scaled(seconds, (("s", 1.0), ("ms", 1e-3), ("us", 1e-6), ("ns", 1e-9)))
 
 
+def format_duration(seconds: float) -> str:
+    """A span of wall time a person plans around: seconds below a minute, then minutes, then hours."""
+    if seconds < 60:
+        return format_seconds(seconds)
+    return f"{seconds / 60:.1f} min" if seconds < 3600 else f"{seconds / 3600:.1f} h"
+
+
 METRIC_TITLES = {"latency": "median latency ±95% CI half-width", "memory": "peak extra memory"}
 # metric -> the row's field and its units, largest first, in that field's own unit
 _UNITS = {"latency": ("latency_ms_median", (("s", 1e3), ("ms", 1.0), ("us", 1e-3))),
@@ -678,18 +685,21 @@ def plan_report(sink: Sink, plan, suite: str, device: str, part: dict | None = N
         runs = "[green]yes[/]" if pair.skip is None else f"[yellow]skip[/]: {pair.skip}"
         call = "" if pair.skip else f"{format_seconds(pair.call_s)} ({pair.source})"
         table.add_row(case_name(record, columns), pair.backend, runs, call,
-                      "" if pair.skip else format_seconds(pair.cost_s),
+                      "" if pair.skip else format_duration(pair.cost_s),
                       *([str(shard_of.get(pair.point.case.key, ""))] if part else []))
     sink.table(table)
-    fixed = ", ".join(f"{name} {format_seconds(s)}" for name, s in plan.fixed_parts.items() if s)
+    fixed = ", ".join(f"{name} {format_duration(s)}" for name, s in plan.fixed_parts.items() if s)
     sink.info(f"{len(measured)} pairs to measure, {len(plan.pairs) - len(measured)} to skip; expected "
-              f"{format_seconds(plan.total_s)} in all ({fixed} of it fixed). Calls from: {plan.costs_from} "
+              f"{format_duration(plan.total_s)} in all ({fixed} of it fixed). Calls from: {plan.costs_from} "
               f"(measured: a row of that file; rate: the backend's FLOP/s there; stated: an assumed rate).")
     if part is not None:
         record = part["record"]
-        loads = ", ".join(f"{i + 1}: {format_seconds(s)}" for i, s in enumerate(record["expected_s"]))
-        sink.info(f"shards (whole cases, split by {record['split_by']}): expected pair time {loads}; "
-                  f"this run is shard {record['index']}/{record['count']}.")
+        loads = ", ".join(f"{i + 1}: {format_duration(s)}" for i, s in enumerate(record["expected_s"]))
+        own = [p for p in plan.pairs if shard_of.get(p.point.case.key) == record["index"]]
+        sink.info(f"shards (whole cases, split by {record['split_by']}): expected pair time {loads}. This run "
+                  f"is shard {record['index']}/{record['count']}: {sum(p.skip is None for p in own)} pairs to "
+                  f"measure, expected {format_duration(plan.fixed_s + sum(p.cost_s for p in own))} with the "
+                  f"fixed parts.")
 
 
 @contextmanager
