@@ -43,6 +43,8 @@ def test_three_shards_merged_give_the_pairs_of_one_run(cli, tmp_path, fake_clock
     # the merged file reads as any other
     assert cli("export", merged, "--format", "csv", "--out", tmp_path / "m.csv")[0] == 0
     assert cli("report", merged, "--out", tmp_path / "m.html")[0] == 0
+    assert cli("plot", merged, "--no-roofline", "--out", tmp_path / "plots")[0] == 0
+    assert any(p.suffix == ".png" for p in (tmp_path / "plots").iterdir())
     code, stdout, stderr = cli("compare", whole, merged, "--json")
     assert code == 0 and json.loads(stdout), stderr
     code, _, stderr = cli("gate", "--baseline", whole, "--current", merged)
