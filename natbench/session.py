@@ -58,6 +58,9 @@ def execute(suite: Suite, points: list[Point], backends: list[str], device: str,
                     watch.calibrating(device, dtype)
                     writer.write(worker.call("calibrate", device, dtype, timeout=calibration_deadline))
             context.calibrations = writer.calibrations
+            for row in _rows_of_finished_rounds(todo, writer, context):
+                rows.append(row)
+                watch.finished(row)
             worker.call("context", compile_s, writer.calibrations)
             with watch.progress(len(todo) * policy.rounds) as advance:
                 for round_ in range(policy.rounds):
@@ -117,6 +120,22 @@ def _prepare(pairs: list[tuple[Point, str]], watch, worker, policy: TimingPolicy
 # The calibration's own time budget (calibrate.py: two measurements of at most 2.2 s each), beyond
 # which its deadline adds --call-timeout.
 _CALIBRATION_S = 5.0
+
+
+def _rows_of_finished_rounds(todo: list[tuple[Point, str]], writer: store.ResultsWriter, context) -> list[dict]:
+    """The rows of resumed pairs whose rounds are all on disk (or ended in a failed round) but
+    whose row is not: the run that measured them stopped between a pair's last round and its
+    row. Written from those rounds, measuring nothing again."""
+    from natbench.runner import merge_rounds
+
+    rows = []
+    for point, backend in todo:
+        rounds = writer.rounds.get((point.case.key, backend))
+        if rounds and (rounds[-1]["status"] != "ok" or len(rounds) >= planned(rounds, context.policy.rounds)):
+            row = merge_rounds(rounds, context)
+            writer.write(row)
+            rows.append(row)
+    return rows
 
 
 def _step(point: Point, backend: str, round_: int, writer: store.ResultsWriter, context, worker,

@@ -321,6 +321,24 @@ def test_ctrl_c_keeps_finished_rounds_and_resume_completes(cli, tmp_path, monkey
     assert all(r["rounds"] == 3 and len(r["round_medians_ms"]) == 3 for r in results.rows)
 
 
+def test_a_pair_stopped_between_its_last_round_and_its_row_gets_its_row_on_resume(cli, tmp_path,
+                                                                                fake_clock):
+    # a job killed right after writing a pair's last round (a pre-empted SLURM job did this)
+    out = tmp_path / "r.jsonl"
+    assert cli("run", *FAST, "--backend", "torch,swin", "--rounds", "2", "--out", out)[0] == 0
+    whole = store.load(out)
+    lines = out.read_text().splitlines()
+    dropped = next(i for i, line in enumerate(lines) if '"record":"row"' in line and '"backend":"swin"' in line)
+    out.write_text("\n".join(lines[:dropped] + lines[dropped + 1:]) + "\n")
+    code, _, stderr = cli("run", "--out", out, "--resume")
+    assert code == 0, stderr
+    resumed = store.load(out)
+    assert len(resumed.rounds) == len(whole.rounds)  # nothing measured again
+    swin = [r for r in resumed.rows if r["backend"] == "swin"]
+    assert len(swin) == 1 and swin[0]["rounds"] == 2
+    assert swin[0]["latency_ms_median"] == next(r for r in whole.rows if r["backend"] == "swin")["latency_ms_median"]
+
+
 def test_resume_continues_the_plan_the_run_was_asked_with(cli, tmp_path, monkeypatch, fake_clock):
     from natbench import runner
 
