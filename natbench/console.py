@@ -660,9 +660,11 @@ def gate_markdown(result) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plan_report(sink: Sink, plan, suite: str, device: str, part: dict | None = None) -> None:
+def plan_report(sink: Sink, plan, suite: str, device: str, part: dict | None = None,
+                extra: dict | None = None) -> None:
     """`--dry-run`: a table of the plan's pairs (what runs, what is skipped and why, expected call
-    and cost, shard), then the expected total with its fixed parts; JSON with --json."""
+    and cost, shard), then the expected total with its fixed parts; JSON with --json (with
+    `extra`'s fields, which the caller also says in words)."""
     shard_of = {}
     if part is not None:
         shard_of = {key: i + 1 for i, keys in enumerate(part["split"]) for key in keys}
@@ -676,7 +678,7 @@ def plan_report(sink: Sink, plan, suite: str, device: str, part: dict | None = N
                               "skip": p.skip, "call_s": p.call_s, "expected_s": p.cost_s,
                               "call_from": p.source, "shard": shard_of.get(p.point.case.key)}
                              for p in plan.pairs],
-                   "shards": part["record"] if part else None})
+                   "shards": part["record"] if part else None, **(extra or {})})
         return
     table = Table(title=f"plan: {suite} on {device} (nothing measured)", title_justify="left")
     for column in ("case", "backend", "runs", "call", "expected", *(["shard"] if part else [])):

@@ -78,18 +78,26 @@ def launch(ctx: typer.Context, suite: options.Suite = "kernel-sizes", backend: o
             given["costs"] = str(found.path.resolve())
     run_policy = options.policy(suite_obj, device_name, given["max_time"], given["rounds"], given["threads"],
                                 given["call_timeout"])
+    cases = len({p.case.key for p in points})
+    if shards > cases:
+        from natbench.errors import SuiteError
+
+        raise SuiteError(f"--shards {shards}: {suite_obj.name} has {cases} cases here and a shard holds whole "
+                         f"cases; use at most {cases} shards.")
     part = options.shard_of(f"1/{shards}", given["costs"], suite_obj, points, names, device_name, run_policy)
     opts = Options(executor, shards, out, partition, gpus_per_job, time_, cpus_per_job,
                    parse_slurm_args(slurm_arg), parallel or _parallel(executor, device_name, given["threads"]))
     if dry_run:
         estimates = Costs(costs_file(Path(given["costs"]) if given["costs"] else None, suite_obj.name,
                                      device_name, _results_dir()))
+        commands = [run_command(given, i, shards, shard_file(out, i, shards)) for i in range(shards)]
+        script = sbatch_text(opts, commands[0]) if executor == "slurm" else None
         plan_report(sink, make_plan(points, names, device_name, run_policy, estimates), suite_obj.name,
-                    device_name, part)
-        command = run_command(given, 0, shards, shard_file(out, 0, shards))
+                    device_name, part, {"jobs": commands, "sbatch": script, "executor": executor,
+                                        "parallel": opts.parallel})
+        command = commands[0]
         sink.info(f"job 1 of {shards} runs: {' '.join(command)}")
         if executor == "slurm":
-            script = sbatch_text(opts, command)
             sink.info("each job's sbatch script (submitit writes it; the job runs the line above through "
                       "submitit, which requeues it when it is pre-empted or out of time):\n"
                       + (script if script else f"(showing it needs submitit: {INSTALL})"))

@@ -162,3 +162,18 @@ def test_launch_local_jobs_merge_to_one_run_and_resume_a_killed_shard(cli, tmp_p
     assert "shard 2/3: job" in stderr and "shard 1/3" not in stderr
     assert all(p.stat().st_mtime_ns == t for p, t in others.items())  # only shard 2 ran again
     assert _outcomes(store.load(merged)) == _outcomes(store.load(whole))
+
+
+def test_launch_dry_run_shows_every_job_and_the_sbatch_script_and_submits_nothing(cli, tmp_path):
+    pytest.importorskip("submitit")
+    folder = tmp_path / "sweep"
+    code, stdout, stderr = cli("launch", *SWEEP, "--shards", "2", "--partition", "gpu", "--time", "30",
+                               "--slurm-arg", "account=proj", "--out", folder, "--dry-run", "--json")
+    assert code == 0, stderr
+    plan = json.loads(stdout)
+    assert [job[job.index("--shard") + 1] for job in plan["jobs"]] == ["1/2", "2/2"]
+    assert all("--max-time" in job and "--device" in job for job in plan["jobs"])
+    assert "#SBATCH --partition=gpu" in plan["sbatch"] and "#SBATCH --account=proj" in plan["sbatch"]
+    assert not folder.exists()
+    code, _, stderr = cli("launch", *SWEEP, "--shards", "5", "--out", folder, "--dry-run")
+    assert code == 2 and "use at most 4 shards" in stderr
