@@ -137,6 +137,18 @@ def visible_gpus() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+def check_executor(options: Options) -> None:
+    """Refuse an executor this machine cannot reach, before anything is written."""
+    require_submitit()
+    if options.executor == "slurm":
+        import shutil
+
+        missing = [tool for tool in ("sbatch", "srun") if shutil.which(tool) is None]
+        if missing:
+            raise SuiteError(f"--executor slurm: {' and '.join(missing)} not found on this machine's PATH; run "
+                             f"natbench launch on the cluster's login node, or use --executor local.")
+
+
 def make_executor(options: Options):
     submitit = require_submitit()
     logs = options.folder / "logs"
@@ -255,7 +267,12 @@ def watch(launch: Launch, options: Options, todo: list[int], progress, sink, fol
             if options.executor == "local":
                 gpus = local_gpus(index, options.gpus_per_job, available)
                 executor.update_parameters(visible_gpus=gpus, gpus_per_node=len(gpus))
-            job = executor.submit(job_fn)
+            try:
+                job = executor.submit(job_fn)
+            except Exception as error:  # sbatch refused it: a partition, account or limit
+                first = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+                raise SuiteError(f"submitting shard {index + 1}/{count} failed: {first}. The jobs submitted "
+                                 f"before it are in {launch.folder / STATE}; fix the option and pass --resume.") from None
             running[index] = job
             launch.jobs[str(index)] = job.job_id
             launch.save()

@@ -30,7 +30,7 @@ def launch(ctx: typer.Context, suite: options.Suite = "kernel-sizes", backend: o
     """Spread a suite over jobs, one shard each, show their progress and merge their results."""
     from natbench.console import Sink, launch_progress, plan_report
     from natbench.launch import INSTALL, Launch, Options, live_jobs, merge_shards, \
-        parse_slurm_args, require_submitit, run_command, sbatch_text, shard_file, watch
+        parse_slurm_args, check_executor, run_command, sbatch_text, shard_file, watch
     from natbench.plan import Costs, costs_file, make_plan
 
     sink = Sink(json_, quiet)
@@ -104,7 +104,7 @@ def launch(ctx: typer.Context, suite: options.Suite = "kernel-sizes", backend: o
         else:
             sink.info(f"local: {opts.parallel} jobs at a time.")
         raise typer.Exit(0)
-    require_submitit()  # says how to install it before anything is written
+    check_executor(opts)  # submitit installed, sbatch reachable: said before anything is written
     out.mkdir(parents=True, exist_ok=True)
     if state is None:
         state = Launch(out, given, {"executor": executor, "partition": partition, "gpus_per_job": gpus_per_job,

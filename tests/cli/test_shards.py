@@ -177,3 +177,14 @@ def test_launch_dry_run_shows_every_job_and_the_sbatch_script_and_submits_nothin
     assert not folder.exists()
     code, _, stderr = cli("launch", *SWEEP, "--shards", "5", "--out", folder, "--dry-run")
     assert code == 2 and "use at most 4 shards" in stderr
+
+
+def test_launch_on_a_machine_without_slurm_says_where_to_run_it(cli, tmp_path, monkeypatch):
+    pytest.importorskip("submitit")
+    import shutil
+
+    monkeypatch.setattr(shutil, "which", lambda tool: None)
+    folder = tmp_path / "sweep"
+    code, _, stderr = cli("launch", *SWEEP, "--shards", "2", "--executor", "slurm", "--out", folder)
+    assert code == 2 and "sbatch and srun not found" in stderr and "--executor local" in stderr
+    assert not folder.exists()
