@@ -210,11 +210,30 @@ class Launch:
         state = json.loads(path.read_text())
         return cls(folder, state["plan"], state["options"], state["split"], state["backends"], state["jobs"])
 
+    # per shard file: (its size and mtime when read, the pairs with a row then); a poll reads
+    # only the files that changed since
+    _read: dict = field(default_factory=dict, repr=False)
+
     def expected(self, index: int) -> set[tuple[str, str]]:
         return {(case, backend) for case in self.split[index] for backend in self.backends}
 
+    def finished(self, index: int) -> set[tuple[str, str]]:
+        """The pairs of shard `index` with a row in its file."""
+        path = shard_file(self.folder, index, len(self.split))
+        try:
+            stat = path.stat()
+            seen = (stat.st_size, stat.st_mtime_ns)
+        except OSError:
+            return set()
+        if self._read.get(path, (None,))[0] != seen:
+            self._read[path] = (seen, rows_in(path) & self.expected(index))
+        return self._read[path][1]
+
+    def finished_pairs(self) -> int:
+        return sum(len(self.finished(i)) for i in range(len(self.split)))
+
     def complete(self, index: int) -> bool:
-        return self.expected(index) <= rows_in(shard_file(self.folder, index, len(self.split)))
+        return len(self.finished(index)) == len(self.expected(index))
 
 
 # SLURM states of a job that is still to run or running: --resume follows it instead of
@@ -245,7 +264,8 @@ def live_jobs(launch: Launch, options: Options, todo: list[int]) -> dict:
     return alive
 
 
-def watch(launch: Launch, options: Options, todo: list[int], progress, sink, following: dict | None = None) -> list[str]:
+def watch(launch: Launch, options: Options, todo: list[int], progress, sink,
+          following: dict | None = None) -> list[str]:
     """Submit the shards in `todo` (the local executor: at most `parallel` at a time), follow
     them with the jobs of an earlier launch still running (`following`), and return a sentence
     per shard that failed, with its job's log. `progress(done, total)` hears the pairs finished
@@ -254,7 +274,7 @@ def watch(launch: Launch, options: Options, todo: list[int], progress, sink, fol
     count = len(launch.split)
     total = sum(len(launch.expected(i)) for i in range(count))
     available = visible_gpus() if options.executor == "local" else 0
-    limit = options.parallel or len(todo) if options.executor == "local" else len(todo)
+    limit = (options.parallel if options.executor == "local" else None) or len(todo)
     running = dict(following or {})
     waiting, failed = [i for i in todo if i not in running], []
     for index, job in running.items():
@@ -272,13 +292,13 @@ def watch(launch: Launch, options: Options, todo: list[int], progress, sink, fol
             except Exception as error:  # sbatch refused it: a partition, account or limit
                 first = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
                 raise SuiteError(f"submitting shard {index + 1}/{count} failed: {first}. The jobs submitted "
-                                 f"before it are in {launch.folder / STATE}; fix the option and pass --resume.") from None
+                                 f"before it are in {launch.folder / STATE}; fix the option and pass "
+                                 f"--resume.") from None
             running[index] = job
             launch.jobs[str(index)] = job.job_id
             launch.save()
             sink.info(f"shard {index + 1}/{count}: job {job.job_id} submitted")
-        done_pairs = sum(len(rows_in(shard_file(launch.folder, i, count)) & launch.expected(i)) for i in range(count))
-        progress(done_pairs, total)
+        progress(launch.finished_pairs(), total)
         for index, job in list(running.items()):
             if not job.done():
                 continue
@@ -291,7 +311,7 @@ def watch(launch: Launch, options: Options, todo: list[int], progress, sink, fol
                 failed.append(f"shard {index + 1}/{count} (job {job.job_id}, {job.state}): {why}; log: {log}")
         if running or waiting:
             time.sleep(POLL_S)
-    progress(sum(len(rows_in(shard_file(launch.folder, i, count)) & launch.expected(i)) for i in range(count)), total)
+    progress(launch.finished_pairs(), total)
     return failed
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
 
+from natbench.case import ModelCase
 from natbench.errors import InvalidProblemError, SuiteError
 from natbench.schedule import rounds_for
 from natbench.suite import Point
@@ -104,10 +105,6 @@ class Plan:
             members[target].append(key)
         return [sorted(m, key=order.__getitem__) for m in members]
 
-    def shard_points(self, shard: Shard, points: list[Point]) -> list[Point]:
-        keys = set(self.shards(shard.count)[shard.index])
-        return [p for p in points if p.case.key in keys]
-
 
 class Costs:
     """Expected call times from a results file (or none): per (case key, backend) the row's
@@ -148,7 +145,7 @@ class Costs:
         key = (point.case.key, backend.name)
         if key in self.calls:
             return self.calls[key], "measured"
-        flops = point.case.flops(backend.op) if backend.op != "model" else point.case.flops()
+        flops = point.case.flops(backend.op)  # a network's case counts its own, whatever the op
         if backend.name in self.rates:
             return flops / self.rates[backend.name], "rate"
         return flops / STATED_RATE[device], "stated"
@@ -177,7 +174,7 @@ def skip_reason(point: Point, backend, extension_state) -> str | None:
         built = extension_state()
         if built is not None and not built.ok:
             return built.reason
-    if backend.op == "model" or type(case).__name__ == "ModelCase":
+    if isinstance(case, ModelCase):
         from natbench import models
 
         return models.supports(backend, case, machine=False)

@@ -122,6 +122,11 @@ def _prepare(pairs: list[tuple[Point, str]], watch, worker, policy: TimingPolicy
 _CALIBRATION_S = 5.0
 
 
+def _pair_done(rounds: list[dict], total: int) -> bool:
+    """A pair's rounds end with a failed round or when it has all it was planned."""
+    return rounds[-1]["status"] != "ok" or len(rounds) >= planned(rounds, total)
+
+
 def _rows_of_finished_rounds(todo: list[tuple[Point, str]], writer: store.ResultsWriter, context) -> list[dict]:
     """The rows of resumed pairs whose rounds are all on disk (or ended in a failed round) but
     whose row is not: the run that measured them stopped between a pair's last round and its
@@ -131,7 +136,7 @@ def _rows_of_finished_rounds(todo: list[tuple[Point, str]], writer: store.Result
     rows = []
     for point, backend in todo:
         rounds = writer.rounds.get((point.case.key, backend))
-        if rounds and (rounds[-1]["status"] != "ok" or len(rounds) >= planned(rounds, context.policy.rounds)):
+        if rounds and _pair_done(rounds, context.policy.rounds):
             row = merge_rounds(rounds, context)
             writer.write(row)
             rows.append(row)
@@ -168,7 +173,7 @@ def _step(point: Point, backend: str, round_: int, writer: store.ResultsWriter, 
     record.update(record="round", round=round_, started_at=started_at, round_s=timing.CLOCK.now() - begin)
     writer.write(record)
     rounds.append(record)
-    if record["status"] != "ok" or len(rounds) >= planned(rounds, total):
+    if _pair_done(rounds, total):
         row = merge_rounds(rounds, context)
         writer.write(row)
         return row

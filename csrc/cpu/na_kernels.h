@@ -445,12 +445,15 @@ struct TileWindow {
 };
 
 // Scratch of one thread's tiles: the queries transposed [dim][L], the window's score vectors
-// [keys][L], and the output transposed [dim][L].
+// [keys][L], the output transposed [dim][L], and where each window row starts in the head's
+// packed keys and values.
 template <typename A>
 struct TileScratch {
   std::vector<A> qt, s, ot;
+  std::vector<const A*> row_keys, row_values;
   TileScratch(int64_t dim, int64_t dim_v, int64_t window_keys, int lanes)
-      : qt(std::max(dim, dim_v) * lanes), s(window_keys * lanes), ot(std::max(dim, dim_v) * lanes) {}
+      : qt(std::max(dim, dim_v) * lanes), s(window_keys * lanes), ot(std::max(dim, dim_v) * lanes),
+        row_keys(window_keys), row_values(window_keys) {}
 };
 
 // acc[j] = sum_d qt[d] * (base + j)[d * stride : + L] for j < G, lanes permuted by `index` unless
@@ -530,7 +533,8 @@ inline void transpose_rows(const S* src, int64_t src_stride, T* dst, int64_t dst
 
 // Where a tile's queries are: one dilation group's consecutive members, so heads-last rows `step`
 // tokens apart from row0 (the first's); where each window row's keys and values start in the
-// head's packed tensors (row_keys, row_values); and the queries transposed into qt [dim][L].
+// head's packed tensors (the scratch's row_keys, row_values); and the queries transposed into
+// its qt [dim][L].
 struct TilePlace {
   int64_t token0, step, row0;
 };
@@ -538,16 +542,15 @@ struct TilePlace {
 template <int R, typename A, typename V>
 TilePlace tile_place(const Geometry<R>& g, const Shape& s, const LineRows<R>& rows, const LineTiles& tiles,
                      const TileWindow<V>& tw, int64_t b, int64_t h, int64_t line, int64_t p0, const A* q,
-                     const A* keys, const A* values, std::vector<const A*>& row_keys,
-                     std::vector<const A*>& row_values, A* qt) {
+                     const A* keys, const A* values, TileScratch<A>& sc) {
   constexpr int L = simd::kLanes<V>;
   const int64_t length = g.axes[R - 1].length, step = g.axes[R - 1].dilation;
   for (size_t r = 0; r < rows.line.size(); ++r) {
-    row_keys[r] = keys + rows.line[r] * s.dim * length + tw.base;
-    row_values[r] = values + rows.line[r] * s.dim_v * length + tw.base;
+    sc.row_keys[r] = keys + rows.line[r] * s.dim * length + tw.base;
+    sc.row_values[r] = values + rows.line[r] * s.dim_v * length + tw.base;
   }
   const int64_t token0 = line * length + tiles.coordinate[p0], row0 = (b * g.tokens + token0) * s.heads + h;
-  transpose_rows<A>(q + row0 * s.dim, step * s.heads * s.dim, qt, L, L, s.dim);
+  transpose_rows<A>(q + row0 * s.dim, step * s.heads * s.dim, sc.qt.data(), L, L, s.dim);
   return {token0, step, row0};
 }
 
@@ -572,21 +575,20 @@ template <int R, bool Shifted, typename T, typename A>
 void tile_forward(const Geometry<R>& g, const Shape& s, const LineRows<R>& rows, const LineTiles& tiles,
                   const TileWindow<TileVec<A>>& tw, int64_t b, int64_t h, int64_t line, int64_t p0,
                   const A* q, const A* keys, const A* values, const A* bias, T* out, A* lse, A scale,
-                  TileScratch<A>& sc, std::vector<const A*>& row_keys, std::vector<const A*>& row_values) {
+                  TileScratch<A>& sc) {
   using V = TileVec<A>;
   constexpr int L = simd::kLanes<V>;
   const Axis& last = g.axes[R - 1];
   const int64_t H = s.heads, D = s.dim, Dv = s.dim_v, length = last.length, n_tokens = g.tokens;
   const int64_t cols = tw.count, n_rows = static_cast<int64_t>(rows.token.size());
-  const auto [token0, step, row0] = tile_place(g, s, rows, tiles, tw, b, h, line, p0, q, keys, values, row_keys,
-                                               row_values, sc.qt.data());
+  const auto [token0, step, row0] = tile_place(g, s, rows, tiles, tw, b, h, line, p0, q, keys, values, sc);
   V top = simd::splat<V>(-std::numeric_limits<A>::infinity());
   for (int64_t r = 0; r < n_rows; ++r) {
     const A* row_bias = bias ? bias + rows.bias[r] + tw.bias_base : nullptr;
     in_blocks(cols, [&](int64_t c0, auto g_) {
       constexpr int G = decltype(g_)::value;
       V score[G];
-      tile_scores<G, Shifted>(sc.qt.data(), D, row_keys[r], length, row_bias, tw, c0, scale, score);
+      tile_scores<G, Shifted>(sc.qt.data(), D, sc.row_keys[r], length, row_bias, tw, c0, scale, score);
       for (int j = 0; j < G; ++j) {
         top = score[j] > top ? score[j] : top;
         simd::store(sc.s.data() + ((r * cols) + c0 + j) * L, score[j]);
@@ -599,7 +601,7 @@ void tile_forward(const Geometry<R>& g, const Shape& s, const LineRows<R>& rows,
     total += p;
     simd::store(sc.s.data() + k * L, p);
   }
-  tile_sums<Shifted, V>(sc.ot.data(), Dv, sc.s.data(), row_values.data(), n_rows, cols, length, tw.key_index);
+  tile_sums<Shifted, V>(sc.ot.data(), Dv, sc.s.data(), sc.row_values.data(), n_rows, cols, length, tw.key_index);
   const V inverse = simd::splat<V>(A(1)) / total;
   for (int64_t d = 0; d < Dv; ++d) simd::store(sc.ot.data() + d * L, simd::load<V>(sc.ot.data() + d * L) * inverse);
   transpose_rows<A>(sc.ot.data(), L, out + row0 * Dv, step * H * Dv, Dv, L);
@@ -677,15 +679,13 @@ template <int R, bool Shifted, typename T, typename A>
 void tile_backward(const Geometry<R>& g, const Shape& s, const LineRows<R>& rows, const LineTiles& tiles,
                    const TileWindow<TileVec<A>>& tw, int64_t b, int64_t h, int64_t line, int64_t p0, int skip,
                    const A* q, const A* keys, const A* values, const A* bias, const A* out, const A* dout,
-                   const A* lse, T* dq, A* dk, A* dv, A* drpb, A scale, TileBackwardScratch<A>& sc,
-                   std::vector<const A*>& row_keys, std::vector<const A*>& row_values) {
+                   const A* lse, T* dq, A* dk, A* dv, A* drpb, A scale, TileBackwardScratch<A>& sc) {
   using V = TileVec<A>;
   constexpr int L = simd::kLanes<V>;
   const Axis& last = g.axes[R - 1];
   const int64_t H = s.heads, D = s.dim, Dv = s.dim_v, length = last.length, n_tokens = g.tokens;
   const int64_t cols = tw.count, n_rows = static_cast<int64_t>(rows.token.size());
-  const auto [token0, step, row0] = tile_place(g, s, rows, tiles, tw, b, h, line, p0, q, keys, values, row_keys,
-                                               row_values, sc.qt.data());
+  const auto [token0, step, row0] = tile_place(g, s, rows, tiles, tw, b, h, line, p0, q, keys, values, sc);
   transpose_rows<A>(dout + row0 * Dv, step * H * Dv, sc.dot.data(), L, L, Dv);
   transpose_rows<A>(out + row0 * Dv, step * H * Dv, sc.ot.data(), L, L, Dv);
   V delta{}, top;
@@ -700,8 +700,8 @@ void tile_backward(const Geometry<R>& g, const Shape& s, const LineRows<R>& rows
     in_blocks(cols, [&](int64_t c0, auto g_) {
       constexpr int G = decltype(g_)::value;
       V score[G], dprob[G];
-      tile_scores<G, Shifted>(sc.qt.data(), D, row_keys[r], length, row_bias, tw, c0, scale, score);
-      tile_dots<G, Shifted, V>(sc.dot.data(), Dv, row_values[r] + c0, length, tw.key_index, dprob);
+      tile_scores<G, Shifted>(sc.qt.data(), D, sc.row_keys[r], length, row_bias, tw, c0, scale, score);
+      tile_dots<G, Shifted, V>(sc.dot.data(), Dv, sc.row_values[r] + c0, length, tw.key_index, dprob);
       for (int j = 0; j < G; ++j) {
         const V p = simd::exp(score[j] - top);
         const V ds = p * (dprob[j] - delta);
@@ -718,7 +718,7 @@ void tile_backward(const Geometry<R>& g, const Shape& s, const LineRows<R>& rows
       }
     });
   }
-  tile_sums<Shifted, V>(sc.ot.data(), D, sc.ds.data(), row_keys.data(), n_rows, cols, length, tw.key_index);
+  tile_sums<Shifted, V>(sc.ot.data(), D, sc.ds.data(), sc.row_keys.data(), n_rows, cols, length, tw.key_index);
   for (int64_t d = 0; d < D; ++d) simd::store(sc.ot.data() + d * L, simd::load<V>(sc.ot.data() + d * L) * scale);
   transpose_rows<A>(sc.ot.data(), L, dq + row0 * D, step * H * D, D, L);
   // Key side, one window row at a time.
@@ -778,7 +778,6 @@ void fused_forward(const Geometry<R>& g, const Shape& s, const A* q, const A* k,
   {
     Scratch<A> sc(D, Dv);
     TileScratch<A> tile_scratch(D, Dv, g.window_keys, L);
-    std::vector<const A*> row_keys(g.window_keys), row_values(g.window_keys);
     LineRows<R> rows;
     int64_t built = -1;
     // Heads innermost: they share the line's window rows and read neighbouring memory.
@@ -800,10 +799,10 @@ void fused_forward(const Geometry<R>& g, const Shape& s, const A* q, const A* k,
           const A* values = packed_values + (b * H + h) * Dv * n_tokens;
           if (tw.shifted)
             tile_forward<R, true, T, A>(g, s, rows, tiles, tw, b, h, line, p0, q, keys, values, bias, out, lse,
-                                        scale, tile_scratch, row_keys, row_values);
+                                        scale, tile_scratch);
           else
             tile_forward<R, false, T, A>(g, s, rows, tiles, tw, b, h, line, p0, q, keys, values, bias, out,
-                                         lse, scale, tile_scratch, row_keys, row_values);
+                                         lse, scale, tile_scratch);
           p = p0 + L - 1;
           continue;
         }
@@ -880,7 +879,6 @@ void fused_backward(const Geometry<R>& g, const Shape& s, const A* q, const A* k
   {
     Scratch<A> sc(D, Dv);
     TileBackwardScratch<A> tile_scratch(D, Dv, g.window_keys, last.kernel, L);
-    std::vector<const A*> row_keys(g.window_keys), row_values(g.window_keys);
     LineRows<R> rows;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t bh = 0; bh < s.batch * H; ++bh) {
@@ -899,12 +897,10 @@ void fused_backward(const Geometry<R>& g, const Shape& s, const A* q, const A* k
             A* drpb_head = drpb ? drpb + bh * g.bias_size : nullptr;
             if (tw.shifted)
               tile_backward<R, true, T, A>(g, s, rows, tiles, tw, b, h, line, p0, skip, q, keys, values, bias,
-                                           out, dout, lse, dq, dk, dv, drpb_head, scale, tile_scratch,
-                                           row_keys, row_values);
+                                           out, dout, lse, dq, dk, dv, drpb_head, scale, tile_scratch);
             else
               tile_backward<R, false, T, A>(g, s, rows, tiles, tw, b, h, line, p0, skip, q, keys, values, bias,
-                                            out, dout, lse, dq, dk, dv, drpb_head, scale, tile_scratch,
-                                            row_keys, row_values);
+                                            out, dout, lse, dq, dk, dv, drpb_head, scale, tile_scratch);
             p = p0 + L - 1;
             continue;
           }

@@ -29,7 +29,8 @@ def launch(ctx: typer.Context, suite: options.Suite = "kernel-sizes", backend: o
            dry_run: options.DryRun = False, json_: options.Json = False, quiet: options.Quiet = False) -> None:
     """Spread a suite over jobs, one shard each, show their progress and merge their results."""
     from natbench.console import Sink, launch_progress, plan_report
-    from natbench.launch import INSTALL, Launch, Options, live_jobs, merge_shards, \
+    from natbench.env import RESULTS_DIR
+    from natbench.launch import INSTALL, STATE, Launch, Options, live_jobs, merge_shards, \
         parse_slurm_args, check_executor, run_command, sbatch_text, shard_file, watch
     from natbench.plan import Costs, costs_file, make_plan
 
@@ -44,22 +45,16 @@ def launch(ctx: typer.Context, suite: options.Suite = "kernel-sizes", backend: o
              "costs": str(costs) if costs else None}
     state = Launch.load(out) if resume else None
     if state is not None:
-        typed = options.from_command_line(ctx, given)
-        changed = [options.PLAN_FLAGS[k] for k in typed if given[k] != state.plan.get(k)]
-        if changed:
-            from natbench.errors import SuiteError
-
-            raise SuiteError(f"--resume continues the sweep in {out} as it was launched; leave out "
-                             f"{', '.join(changed)} (or launch into another --out).")
-        given = {k: state.plan.get(k) for k in given} | {"suite": state.plan["suite"]}
+        given = options.continued_plan(state.plan, given, options.from_command_line(ctx, given),
+                                       str(out / STATE), force=None)
         shards = len(state.split)
-        launched = dict(state.options)
         chosen = {"executor": executor, "partition": partition, "gpus_per_job": gpus_per_job, "time_": time_,
                   "cpus_per_job": cpus_per_job, "slurm_arg": slurm_arg, "parallel": parallel}
-        typed_now = {name for name in chosen if getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"}
+        typed = options.from_command_line(ctx, chosen)  # the job options typed now win
         executor, partition, gpus_per_job, time_, cpus_per_job, slurm_arg, parallel = (
-            chosen[name] if name in typed_now or name not in launched else launched[name] for name in chosen)
-    elif not dry_run and (out / "launch.json").exists():
+            chosen[name] if name in typed or name not in state.options else state.options[name]
+            for name in chosen)
+    elif not dry_run and (out / STATE).exists():
         from natbench.errors import SuiteError
 
         raise SuiteError(f"{out} holds a launched sweep; pass --resume to continue it, or --out a new folder.")
@@ -73,7 +68,7 @@ def launch(ctx: typer.Context, suite: options.Suite = "kernel-sizes", backend: o
     if state is None and given["costs"] is None:
         # the newest results of this suite on this kind of machine balance the shards; every job
         # is handed that file, so all of them compute the same split
-        found = costs_file(None, suite_obj.name, device_name, _results_dir())
+        found = costs_file(None, suite_obj.name, device_name, RESULTS_DIR)
         if found is not None:
             given["costs"] = str(found.path.resolve())
     run_policy = options.policy(suite_obj, device_name, given["max_time"], given["rounds"], given["threads"],
@@ -89,7 +84,7 @@ def launch(ctx: typer.Context, suite: options.Suite = "kernel-sizes", backend: o
                    parse_slurm_args(slurm_arg), parallel or _parallel(executor, device_name, given["threads"]))
     if dry_run:
         estimates = Costs(costs_file(Path(given["costs"]) if given["costs"] else None, suite_obj.name,
-                                     device_name, _results_dir()))
+                                     device_name, RESULTS_DIR))
         commands = [run_command(given, i, shards, shard_file(out, i, shards)) for i in range(shards)]
         script = sbatch_text(opts, commands[0]) if executor == "slurm" else None
         plan_report(sink, make_plan(points, names, device_name, run_policy, estimates), suite_obj.name,
@@ -144,9 +139,3 @@ def _parallel(executor: str, device: str, threads: str | None) -> int | None:
 
     per_job = int(threads) if threads and threads.isdigit() else (os.cpu_count() or 1) if threads == "auto" else 1
     return max(1, (os.cpu_count() or 1) // per_job)
-
-
-def _results_dir():
-    from natbench.env import RESULTS_DIR
-
-    return RESULTS_DIR

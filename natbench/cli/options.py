@@ -131,21 +131,26 @@ def _same(name: str, a, b) -> bool:
 
 def resumed_plan(out, given: dict, typed: set[str], force: bool) -> dict:
     """What a --resume of `out` runs: the plan recorded in its header, so that it measures what
-    the interrupted run was asked to. An option typed now that differs from the plan is refused,
-    naming it, unless `force` (then the typed value wins). A file from before plans were recorded
+    the interrupted run was asked to (continued_plan). A file from before plans were recorded
     resumes with the options as given."""
     from natbench import store
 
     plan = store.read_header(out).get("plan")
-    if plan is None:
-        return given
-    resumed = {name: plan.get(name) for name in PLAN_FLAGS}
+    return given if plan is None else continued_plan(plan, given, typed, str(out), force)
+
+
+def continued_plan(plan: dict, given: dict, typed: set[str], where: str, force: bool | None) -> dict:
+    """The options of `given` as `plan` (recorded in `where`) has them. An option typed now that
+    differs from the plan is refused, naming it, unless `force` (then the typed value wins);
+    `force` None: the command has no --force."""
+    resumed = {name: plan.get(name) for name in given}
     for name in typed:
         if not _same(name, given[name], plan.get(name)):
             if not force:
-                raise SuiteError(f"{PLAN_FLAGS[name]} {given[name]!r}: {out} was recorded with "
+                remedy = "leave the option out" + (", or pass --force to change it" if force is not None else "")
+                raise SuiteError(f"{PLAN_FLAGS[name]} {given[name]!r}: {where} was recorded with "
                                  f"{PLAN_FLAGS[name]} {plan.get(name)!r}, and --resume continues that "
-                                 f"plan; leave the option out, or pass --force to change it.")
+                                 f"plan; {remedy}.")
             resumed[name] = given[name]
     return resumed
 
