@@ -80,12 +80,14 @@ inline std::vector<int64_t> line_positions(const Axis& last) {
   return position;
 }
 
-// Elements of the packed copy of a [B, N, H, dim] tensor: the tokens, and a zero tail of one
-// vector for the full-width loads at the very end (the caller allocates it, so that it counts in
-// the caller's memory measurements).
+// Elements of the packed copy of a [B, N, H, dim] tensor: the tokens, and a zero tail of two
+// vectors for the full-width loads at the very end (a tile's window pair reads two vectors from
+// a key inside the line; the caller allocates it, so that it counts in the caller's memory
+// measurements).
+constexpr int64_t kPackedTailVectors = 2;
 template <typename A>
 inline int64_t packed_size(const Shape& s, int64_t n_tokens, int64_t dim) {
-  return s.batch * s.heads * dim * n_tokens + kMaxKeyLanes<A>;
+  return s.batch * s.heads * dim * n_tokens + kPackedTailVectors * kMaxKeyLanes<A>;
 }
 
 // x: heads-last [B, N, H, dim] -> out [B, H, lines, dim, length]: each line of the last axis as
@@ -103,7 +105,8 @@ void pack(const Geometry<R>& g, const Shape& s, const A* x, int64_t dim,
   const Axis& last = g.axes[R - 1];
   const int64_t n_tokens = g.tokens, length = last.length, H = s.heads;
   const int64_t lines = n_tokens / length, token = H * dim;
-  std::fill(out + s.batch * H * dim * n_tokens, out + s.batch * H * dim * n_tokens + kMaxKeyLanes<A>, A(0));
+  std::fill(out + s.batch * H * dim * n_tokens, out + s.batch * H * dim * n_tokens + kPackedTailVectors * kMaxKeyLanes<A>,
+            A(0));
 #pragma omp parallel for schedule(static)
   for (int64_t item = 0; item < s.batch * lines; ++item) {
     const int64_t b = item / lines, line = item % lines;
@@ -456,6 +459,44 @@ struct TileScratch {
         row_keys(window_keys), row_values(window_keys) {}
 };
 
+// Window vector J of a tile loop's block of G: (row + J)[0 : L], lanes permuted by `index` unless
+// Shifted. Where two-source windows are one instruction and the block has at least
+// kMinPairWindows windows, a shifted window is cut out of the two vectors loaded at row (lo, hi:
+// up to 2 L elements read from row) by valignd, and so is a permuted one where PairPermute
+// (vpermt2ps with at[J] = index + J); else the window is loaded unaligned and permuted. Measured
+// on Zen 4 in one process against unaligned loads (one thread, 56x56, D = 32): the forward 5-8%
+// faster at K = 7, 10% at 13 and 16% at 112x112, K = 7; with pairs for blocks of 3 (K = 3), 6-7%
+// slower, hence the minimum. For the permuted tiles vpermt2ps made the weighted sums about 10%
+// faster but the scores 2% slower (a 32-deep micro-benchmark: 0.53 against 0.50 ns a
+// multiply-add), so the scores keep the load and permute.
+constexpr int kMinPairWindows = 4;
+template <bool Shifted, bool PairPermute, int G, typename V>
+constexpr bool kWindowPair = simd::kTwoSourceWindows<V> && (Shifted || PairPermute) && G >= kMinPairWindows;
+
+template <bool Shifted, bool PairPermute, int G, typename V, typename A>
+inline void tile_window_pair(const A* row, V& lo, V& hi) {
+  if constexpr (kWindowPair<Shifted, PairPermute, G, V>)
+    lo = simd::load<V>(row), hi = simd::load<V>(row + simd::kLanes<V>);
+}
+
+template <bool Shifted, bool PairPermute, int G, int J, typename V, typename A>
+inline V tile_window(const A* row, const V& lo, const V& hi, const simd::MaskOf<V>* at, const simd::MaskOf<V>& index) {
+  if constexpr (kWindowPair<Shifted, PairPermute, G, V>) {
+    if constexpr (Shifted) return simd::window<J>(lo, hi);
+    else return simd::window_permute(lo, hi, at[J]);
+  } else {
+    const V x = simd::load<V>(row + J);
+    if constexpr (Shifted) return x;
+    else return simd::permute(x, index);
+  }
+}
+
+// The lane indices of a block's G windows for window_permute: index + j.
+template <int G, typename V>
+inline void window_indices(const simd::MaskOf<V>& index, simd::MaskOf<V>* at) {
+  for (int j = 0; j < G; ++j) at[j] = index + static_cast<typename simd::LanesOf<V>::I>(j);
+}
+
 // acc[j] = sum_d qt[d] * (base + j)[d * stride : + L] for j < G, lanes permuted by `index` unless
 // Shifted: G key vectors of one window row against the tile's queries.
 template <int G, bool Shifted, typename V, typename A>
@@ -467,10 +508,9 @@ inline void tile_dots(const A* qt, int64_t dim, const A* base, int64_t stride, c
   for (int64_t d = 0; d < dim; ++d) {
     const V x = simd::load<V>(qt + d * L);
     const A* row = base + d * stride;
-    for (int j = 0; j < G; ++j) {
-      const V key = simd::load<V>(row + j);
-      sum[j] += x * (Shifted ? key : simd::permute(key, index));
-    }
+    V lo{}, hi{};
+    tile_window_pair<Shifted, false, G>(row, lo, hi);
+    simd::unrolled<G>([&](auto j) { sum[j] += x * tile_window<Shifted, false, G, j>(row, lo, hi, nullptr, index); });
   }
   for (int j = 0; j < G; ++j) acc[j] = sum[j];
 }
@@ -493,16 +533,29 @@ inline void tile_sums(A* ot, int64_t dim, const A* w, const A* const* rows, int6
     constexpr int G = decltype(g)::value;
     V sum[G];
     for (int j = 0; j < G; ++j) sum[j] = V{};
-    const A* wk = w;
     for (int64_t r = 0; r < n_rows; ++r) {
       const A* row = rows[r] + d0 * stride;
-      for (int64_t c = 0; c < cols; ++c, wk += L) {
-        const V p = simd::load<V>(wk);
-        for (int j = 0; j < G; ++j) {
-          const V value = simd::load<V>(row + j * stride + c);
-          sum[j] += p * (Shifted ? value : simd::permute(value, index));
+      // C columns [c0, c0 + C) of the row: their weights in registers, their windows cut per dim
+      in_blocks(cols, [&](int64_t c0, auto c_) {
+        constexpr int C = decltype(c_)::value;
+        V p[C];
+        for (int c = 0; c < C; ++c) p[c] = simd::load<V>(w + (r * cols + c0 + c) * L);
+        if constexpr (kWindowPair<Shifted, true, C, V>) {
+          simd::MaskOf<V> at[C];
+          if constexpr (!Shifted) window_indices<C, V>(index, at);
+          for (int j = 0; j < G; ++j) {
+            const A* at_dim = row + j * stride + c0;
+            V lo, hi;
+            tile_window_pair<Shifted, true, C>(at_dim, lo, hi);
+            simd::unrolled<C>([&](auto c) { sum[j] += p[c] * tile_window<Shifted, true, C, c>(at_dim, lo, hi, at, index); });
+          }
+        } else {  // a column's G dims one after another: independent accumulators back to back
+          simd::unrolled<C>([&](auto c) {
+            for (int j = 0; j < G; ++j)
+              sum[j] += p[c] * tile_window<Shifted, true, C, c>(row + j * stride + c0, V{}, V{}, nullptr, index);
+          });
         }
-      }
+      });
     }
     for (int j = 0; j < G; ++j) simd::store(ot + (d0 + j) * L, sum[j]);
   });
@@ -654,6 +707,41 @@ inline void tile_rows_add(A* const* y, int64_t rows, const A* e, const std::pair
   }
 }
 
+// The key-side products of a plainly shifted tile's window row (lane t's key c is key t + c of
+// the row's span): y[t + c][0:dim] += factor e[c * L + t] x[t * x_stride][0:dim] for lanes
+// t >= skip and c < C, e the row's [C][L] score (gradient) vectors. Every product is a useful one
+// (the E-matrix GEMMs of tile_rows_add compute about twice as many at K = 7, after filling E).
+// The span's accumulators stay in registers for one W-wide piece of the dims while the queries'
+// rows pass, each multiplied by its C scores (broadcast); t and c are unrolled, so that each
+// accumulator's index is known at compile time. null rows of y are skipped. Measured against
+// the E-matrix GEMMs in one process (one thread, 56x56 and 112x112, D = 32): the backward 2-3%
+// faster at 56x56, K = 7 (half its tiles are border ones) and 11% at 112x112. A border tile's
+// keys (key_index[t] + c) are only known at run time, which would leave the accumulators in
+// memory: measured 3-6% slower than its E-matrix GEMMs, so those keep them.
+template <int L, int C, typename A>
+__attribute__((flatten)) inline void tile_band_add(A* const* y, int skip, const A* e, const A* x, int64_t x_stride,
+                                                   int64_t dim, A factor) {
+  using V = simd::Wide<A>;
+  constexpr int W = simd::kLanes<V>, M = L + C - 1;
+  int64_t d0 = 0;
+  for (; d0 + W <= dim; d0 += W) {
+    V acc[M];
+    for (int m = 0; m < M; ++m) acc[m] = V{};
+    simd::unrolled<L>([&](auto t) {
+      if (t < skip) return;
+      const V xs = simd::load<V>(x + t * x_stride + d0);
+      simd::unrolled<C>([&](auto c) { acc[t + c] += simd::splat<V>(e[c * L + t]) * xs; });
+    });
+    simd::unrolled<M>([&](auto m) {
+      if (A* row = m >= skip ? y[m] : nullptr) simd::store(row + d0, simd::load<V>(row + d0) + acc[m] * simd::splat<V>(factor));
+    });
+  }
+  for (; d0 < dim; ++d0)
+    for (int t = skip; t < L; ++t)
+      for (int c = 0; c < C; ++c)
+        if (A* row = y[t + c]) row[d0] += factor * e[c * L + t] * x[t * x_stride + d0];
+}
+
 // Scratch of one thread's backward tiles: besides the forward's, dO transposed, the window's
 // score gradients [keys][L], and the key-side matrices [key span][L] of one window row.
 template <typename A>
@@ -674,7 +762,8 @@ struct TileBackwardScratch : TileScratch<A> {
 // gradient per key; and dK, dV per window row r as GEMMs: the row's keys span
 // max(key_index) + cols packed positions, E[m][t] = dS (or P) of lane t's key m (zero where m is
 // outside lane t's window), dK[m] += scale sum_t E[m][t] q_t and dV[m] += sum_t P[m][t] dO_t,
-// written straight to the heads-last rows the thread owns.
+// written straight to the heads-last rows the thread owns; in a shifted tile of up to kBlock
+// columns the same sums go without E, product by product (tile_band_add).
 template <int R, bool Shifted, typename T, typename A>
 void tile_backward(const Geometry<R>& g, const Shape& s, const LineRows<R>& rows, const LineTiles& tiles,
                    const TileWindow<TileVec<A>>& tw, int64_t b, int64_t h, int64_t line, int64_t p0, int skip,
@@ -732,6 +821,23 @@ void tile_backward(const Geometry<R>& g, const Shape& s, const LineRows<R>& rows
     sc.lanes[m0 / kMRows] = {std::min(first, last_), last_};
   }
   for (int64_t r = 0; r < n_rows; ++r) {
+    const int64_t line_token = rows.token[r];
+    for (int64_t m = 0; m < padded_span; ++m) {
+      const bool key = m < span;
+      const int64_t token = key ? line_token + tiles.coordinate[tw.base + m] : 0;
+      sc.dk_rows[m] = key ? dk + ((b * n_tokens + token) * H + h) * D : nullptr;
+      sc.dv_rows[m] = key ? dv + ((b * n_tokens + token) * H + h) * Dv : nullptr;
+    }
+    if (Shifted && cols <= kBlock) {
+      with_count(static_cast<int>(cols), [&](auto c_) {
+        constexpr int C = decltype(c_)::value;
+        tile_band_add<L, C>(sc.dk_rows.data(), skip, sc.ds.data() + r * cols * L, q + row0 * D, step * H * D, D,
+                            scale);
+        tile_band_add<L, C>(sc.dv_rows.data(), skip, sc.s.data() + r * cols * L, dout + row0 * Dv, step * H * Dv,
+                            Dv, A(1));
+      });
+      continue;
+    }
     std::fill(sc.ep.begin(), sc.ep.begin() + padded_span * L, A(0));
     std::fill(sc.eds.begin(), sc.eds.begin() + padded_span * L, A(0));
     for (int64_t c = 0; c < cols; ++c)
@@ -740,13 +846,6 @@ void tile_backward(const Geometry<R>& g, const Shape& s, const LineRows<R>& rows
         sc.ep[m * L + t] = sc.s[(r * cols + c) * L + t];
         sc.eds[m * L + t] = scale * sc.ds[(r * cols + c) * L + t];
       }
-    const int64_t line_token = rows.token[r];
-    for (int64_t m = 0; m < padded_span; ++m) {
-      const bool key = m < span;
-      const int64_t token = key ? line_token + tiles.coordinate[tw.base + m] : 0;
-      sc.dk_rows[m] = key ? dk + ((b * n_tokens + token) * H + h) * D : nullptr;
-      sc.dv_rows[m] = key ? dv + ((b * n_tokens + token) * H + h) * Dv : nullptr;
-    }
     tile_rows_add<L>(sc.dk_rows.data(), padded_span, sc.eds.data(), sc.lanes.data(), q + row0 * D, step * H * D, D);
     tile_rows_add<L>(sc.dv_rows.data(), padded_span, sc.ep.data(), sc.lanes.data(), dout + row0 * Dv,
                      step * H * Dv, Dv);

@@ -2,6 +2,10 @@
 // AVX2/AVX-512 code under -march=native and splits into narrower registers elsewhere.
 #pragma once
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -115,6 +119,64 @@ inline V permute(const V& v, const MaskOf<V>& index) {
 #else
   V out;
   for (int t = 0; t < kLanes<V>; ++t) out[t] = v[index[t]];
+  return out;
+#endif
+}
+
+// Calls fn(std::integral_constant<int, J>{}) for J in [0, N): a loop over registers, unrolled.
+// Always inlined, so that arrays the calls index by J can live in registers (a kernel whose
+// loops nest calls of it is marked flatten, which inlines the fn calls too).
+template <typename Fn, int... J>
+__attribute__((always_inline)) inline void unrolled_over(Fn&& fn, std::integer_sequence<int, J...>) {
+  (fn(std::integral_constant<int, J>{}), ...);
+}
+template <int N, typename Fn>
+__attribute__((always_inline)) inline void unrolled(Fn&& fn) {
+  unrolled_over(fn, std::make_integer_sequence<int, N>{});
+}
+
+// Whether a vector's worth of consecutive elements is cut out of two loaded vectors in one
+// instruction (window, window_permute): AVX-512's valignd/valignq and vpermt2ps/vpermt2pd, for
+// 64-byte vectors. Where not, kernels load such a window unaligned instead. On Zen 4 a 64-byte
+// load that is not 64-byte aligned crosses a cache line and costs two, so a multiply-add fed by
+// one (the tiles' shifted keys) ran at 0.57 of the multiply-add rate, and at 0.72 fed by valignd
+// out of two loads shared by seven multiply-adds (a micro-benchmark of 32-deep dots).
+#if defined(__AVX512F__) && (defined(__GNUC__) && !defined(__clang__))
+template <typename V>
+constexpr bool kTwoSourceWindows = sizeof(V) == 64;
+#else
+template <typename V>
+constexpr bool kTwoSourceWindows = false;
+#endif
+
+// The vector that starts J elements into lo, continuing into hi (0 <= J < lanes).
+template <int J, typename V>
+inline V window(const V& lo, const V& hi) {
+  static_assert(J >= 0 && J < kLanes<V>, "a window starts inside lo");
+  if constexpr (J == 0) {
+    return lo;
+#if defined(__AVX512F__)
+  } else if constexpr (std::is_same_v<V, VecN<float, 64>>) {
+    return reinterpret_cast<V>(_mm512_alignr_epi32(reinterpret_cast<__m512i>(hi), reinterpret_cast<__m512i>(lo), J));
+  } else if constexpr (std::is_same_v<V, VecN<double, 64>>) {
+    return reinterpret_cast<V>(_mm512_alignr_epi64(reinterpret_cast<__m512i>(hi), reinterpret_cast<__m512i>(lo), J));
+#endif
+  } else {
+    V out;
+    for (int t = 0; t < kLanes<V>; ++t) out[t] = t + J < kLanes<V> ? lo[t + J] : hi[t + J - kLanes<V>];
+    return out;
+  }
+}
+
+// Element index[t] of lo followed by hi in lane t (index: integers in [0, 2 lanes)). GCC emits
+// one two-source permute (vpermt2ps and kin) where kTwoSourceWindows holds.
+template <typename V>
+inline V window_permute(const V& lo, const V& hi, const MaskOf<V>& index) {
+#if defined(__GNUC__) && !defined(__clang__)
+  return __builtin_shuffle(lo, hi, index);
+#else
+  V out;
+  for (int t = 0; t < kLanes<V>; ++t) out[t] = index[t] < kLanes<V> ? lo[index[t]] : hi[index[t] - kLanes<V>];
   return out;
 #endif
 }

@@ -169,6 +169,7 @@ TILE_FEATURES = [  # (rank, resolution, kernel, dilation, stride, causal, rpb)
     (1, 75, 6, 3, 1, False, False),
     (1, 61, 9, 1, 3, False, False),
     (1, 64, 5, 2, 1, True, False),
+    (1, 45, 3, 1, 1, True, False),  # causal: a plainly shifted last tile, overlapping the one before
     (2, (6, 41), (3, 7), 1, 1, False, True),
     (2, (5, 37), (3, 4), (1, 2), (1, 2), (False, True), False),
     (2, (9, 34), 9, 1, 1, False, True),
