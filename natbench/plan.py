@@ -75,8 +75,7 @@ class PlannedPair:
 @dataclass
 class Plan:
     pairs: list[PlannedPair]
-    fixed_s: float  # per run: worker, calibration, probes, compiling, building
-    fixed_parts: dict[str, float]
+    fixed_parts: dict[str, float]  # per run: worker, calibration, probes, compiling, building
     costs_from: str  # the results file the costs came from, or the stated rate
 
     def cases(self) -> list[str]:
@@ -87,6 +86,10 @@ class Plan:
         for pair in self.pairs:
             costs[pair.point.case.key] = costs.get(pair.point.case.key, 0.0) + pair.cost_s
         return costs
+
+    @property
+    def fixed_s(self) -> float:
+        return sum(self.fixed_parts.values())
 
     @property
     def total_s(self) -> float:
@@ -218,7 +221,7 @@ def make_plan(points: list[Point], names: list[str], device: str, policy: Timing
     if any(p.skip is None and get_backend(p.backend).needs_extension for p in pairs) and extension_state() is None:
         parts["building the extension"] = STATED_BUILD_S
     source = costs.source or f"stated rates ({STATED_RATE[device]:.0e} FLOP/s on {device})"
-    return Plan(pairs, sum(parts.values()), parts, source)
+    return Plan(pairs, parts, source)
 
 
 def costs_file(given: Path | None, suite_name: str, device: str, search: Path | None = None):

@@ -105,8 +105,7 @@ void pack(const Geometry<R>& g, const Shape& s, const A* x, int64_t dim,
   const Axis& last = g.axes[R - 1];
   const int64_t n_tokens = g.tokens, length = last.length, H = s.heads;
   const int64_t lines = n_tokens / length, token = H * dim;
-  std::fill(out + s.batch * H * dim * n_tokens, out + s.batch * H * dim * n_tokens + kPackedTailVectors * kMaxKeyLanes<A>,
-            A(0));
+  std::fill(out + s.batch * H * dim * n_tokens, out + packed_size<A>(s, n_tokens, dim), A(0));
 #pragma omp parallel for schedule(static)
   for (int64_t item = 0; item < s.batch * lines; ++item) {
     const int64_t b = item / lines, line = item % lines;
@@ -810,11 +809,13 @@ void tile_backward(const Geometry<R>& g, const Shape& s, const LineRows<R>& rows
   tile_sums<Shifted, V>(sc.ot.data(), D, sc.ds.data(), sc.row_keys.data(), n_rows, cols, length, tw.key_index);
   for (int64_t d = 0; d < D; ++d) simd::store(sc.ot.data() + d * L, simd::load<V>(sc.ot.data() + d * L) * scale);
   transpose_rows<A>(sc.ot.data(), L, dq + row0 * D, step * H * D, D, L);
-  // Key side, one window row at a time.
+  // Key side, one window row at a time: product by product in a shifted tile of up to kBlock
+  // columns, else by the E GEMMs.
+  const bool band = Shifted && cols <= kBlock;
   int64_t span = 0;
   for (int t = 0; t < L; ++t) span = std::max<int64_t>(span, tw.key_index[t] + cols);
   const int64_t padded_span = (span + kMRows - 1) / kMRows * kMRows;
-  for (int64_t m0 = 0; m0 < padded_span; m0 += kMRows) {  // the live lanes whose windows reach [m0, +kMRows)
+  for (int64_t m0 = 0; !band && m0 < padded_span; m0 += kMRows) {  // the live lanes whose windows reach [m0, +kMRows)
     int first = L, last_ = skip;
     for (int t = skip; t < L; ++t)
       if (tw.key_index[t] <= m0 + kMRows - 1 && tw.key_index[t] + cols > m0) first = std::min(first, t), last_ = t + 1;
@@ -828,7 +829,7 @@ void tile_backward(const Geometry<R>& g, const Shape& s, const LineRows<R>& rows
       sc.dk_rows[m] = key ? dk + ((b * n_tokens + token) * H + h) * D : nullptr;
       sc.dv_rows[m] = key ? dv + ((b * n_tokens + token) * H + h) * Dv : nullptr;
     }
-    if (Shifted && cols <= kBlock) {
+    if (band) {
       with_count(static_cast<int>(cols), [&](auto c_) {
         constexpr int C = decltype(c_)::value;
         tile_band_add<L, C>(sc.dk_rows.data(), skip, sc.ds.data() + r * cols * L, q + row0 * D, step * H * D, D,

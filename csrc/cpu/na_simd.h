@@ -141,7 +141,7 @@ __attribute__((always_inline)) inline void unrolled(Fn&& fn) {
 // load that is not 64-byte aligned crosses a cache line and costs two, so a multiply-add fed by
 // one (the tiles' shifted keys) ran at 0.57 of the multiply-add rate, and at 0.72 fed by valignd
 // out of two loads shared by seven multiply-adds (a micro-benchmark of 32-deep dots).
-#if defined(__AVX512F__) && (defined(__GNUC__) && !defined(__clang__))
+#if defined(__AVX512F__)
 template <typename V>
 constexpr bool kTwoSourceWindows = sizeof(V) == 64;
 #else
@@ -149,35 +149,30 @@ template <typename V>
 constexpr bool kTwoSourceWindows = false;
 #endif
 
-// The vector that starts J elements into lo, continuing into hi (0 <= J < lanes).
+// The vector that starts J elements into lo, continuing into hi (0 <= J < lanes); for the
+// vectors of kTwoSourceWindows only.
 template <int J, typename V>
 inline V window(const V& lo, const V& hi) {
-  static_assert(J >= 0 && J < kLanes<V>, "a window starts inside lo");
-  if constexpr (J == 0) {
-    return lo;
+  static_assert(kTwoSourceWindows<V> && J >= 0 && J < kLanes<V>, "a 64-byte window starting inside lo");
 #if defined(__AVX512F__)
-  } else if constexpr (std::is_same_v<V, VecN<float, 64>>) {
-    return reinterpret_cast<V>(_mm512_alignr_epi32(reinterpret_cast<__m512i>(hi), reinterpret_cast<__m512i>(lo), J));
-  } else if constexpr (std::is_same_v<V, VecN<double, 64>>) {
-    return reinterpret_cast<V>(_mm512_alignr_epi64(reinterpret_cast<__m512i>(hi), reinterpret_cast<__m512i>(lo), J));
+  const auto lo_bits = reinterpret_cast<__m512i>(lo), hi_bits = reinterpret_cast<__m512i>(hi);
+  if constexpr (J == 0) return lo;
+  else if constexpr (sizeof(Elem<V>) == 4) return reinterpret_cast<V>(_mm512_alignr_epi32(hi_bits, lo_bits, J));
+  else return reinterpret_cast<V>(_mm512_alignr_epi64(hi_bits, lo_bits, J));
 #endif
-  } else {
-    V out;
-    for (int t = 0; t < kLanes<V>; ++t) out[t] = t + J < kLanes<V> ? lo[t + J] : hi[t + J - kLanes<V>];
-    return out;
-  }
 }
 
-// Element index[t] of lo followed by hi in lane t (index: integers in [0, 2 lanes)). GCC emits
-// one two-source permute (vpermt2ps and kin) where kTwoSourceWindows holds.
+// Element index[t] of lo followed by hi in lane t (index: integers in [0, 2 lanes)); for the
+// vectors of kTwoSourceWindows only.
 template <typename V>
 inline V window_permute(const V& lo, const V& hi, const MaskOf<V>& index) {
-#if defined(__GNUC__) && !defined(__clang__)
-  return __builtin_shuffle(lo, hi, index);
-#else
-  V out;
-  for (int t = 0; t < kLanes<V>; ++t) out[t] = index[t] < kLanes<V> ? lo[index[t]] : hi[index[t] - kLanes<V>];
-  return out;
+  static_assert(kTwoSourceWindows<V>, "a 64-byte two-source permute");
+#if defined(__AVX512F__)
+  const auto at = reinterpret_cast<__m512i>(index);
+  if constexpr (sizeof(Elem<V>) == 4)
+    return reinterpret_cast<V>(_mm512_permutex2var_ps(reinterpret_cast<__m512>(lo), at, reinterpret_cast<__m512>(hi)));
+  else
+    return reinterpret_cast<V>(_mm512_permutex2var_pd(reinterpret_cast<__m512d>(lo), at, reinterpret_cast<__m512d>(hi)));
 #endif
 }
 
