@@ -22,12 +22,11 @@ std::tuple<at::Tensor, at::Tensor> fused_forward_cpu(
       using A = acc_t<scalar_t>;
       const Shape shape = shape_of(q, v);
       const at::Tensor packed_keys = workspace<A>(shape, g.tokens, shape.dim, q);
-      const at::Tensor packed_values = workspace<A>(shape, g.tokens, shape.dim_v, q);
       with_key_width<A>(g.axes[R - 1].kernel, [&](auto bytes) {
         fused_forward<R, scalar_t, A, decltype(bytes)::value>(
             g, shape, q.data_ptr<A>(), k.data_ptr<A>(), v.data_ptr<A>(), maybe<A>(rpb),
             out.data_ptr<scalar_t>(), lse.data_ptr<A>(), static_cast<A>(scale),
-            packed_keys.data_ptr<A>(), packed_values.data_ptr<A>());
+            packed_keys.data_ptr<A>());
       });
     });
   });

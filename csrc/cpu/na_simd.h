@@ -110,6 +110,16 @@ inline void transpose(Vec<double> (&r)[4]) {
   }
 }
 
+// One vector of twice the width: lo in its first half, hi in its second (one insert, where two
+// half-width stores read back as one load would stall on store-to-load forwarding).
+inline VecN<float, 64> join(const Vec<float>& lo, const Vec<float>& hi) {
+  return __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+}
+
+inline VecN<double, 64> join(const Vec<double>& lo, const Vec<double>& hi) {
+  return __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7);
+}
+
 // v[index[t]] in lane t (index: the vector type's lanes as integers, each in [0, lanes)).
 // GCC emits one cross-lane permute (vpermps and kin); other compilers go lane by lane.
 template <typename V>

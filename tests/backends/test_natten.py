@@ -177,7 +177,7 @@ TILE_FEATURES = [  # (rank, resolution, kernel, dilation, stride, causal, rpb)
 ]
 
 
-@pytest.mark.parametrize("head_dim", [12, 16, 40])  # under AVX-512: the vector pieces of both dtypes
+@pytest.mark.parametrize("head_dim", [7, 16, 40])  # under AVX-512: every vector piece of both dtypes, and a scalar tail
 @pytest.mark.parametrize("dtype,tolerance_", [("float64", 1e-10), ("float32", 2e-5)])
 @pytest.mark.parametrize("features", TILE_FEATURES, ids=lambda f: f"r{f[0]}-{f[1]}-k{f[2]}")
 def test_query_tiles_forward_and_gradients_match_reference(features, dtype, tolerance_, head_dim):
@@ -189,3 +189,13 @@ def test_query_tiles_forward_and_gradients_match_reference(features, dtype, tole
     assert (out.double() - ref_out).abs().max().item() <= tolerance_
     for got, expected in zip(grads, ref_grads):
         assert (got.double() - expected).abs().max().item() <= 10 * tolerance_
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_query_tiles_in_low_precision_within_twice_the_same_precision_reference(dtype):
+    case = _case(*TILE_FEATURES[0], batch=1, heads=2, head_dim=40).with_(dtype=dtype)
+    q, k, v, rpb = make_inputs(case)
+    expected = reference_output(case, q, k, v, rpb)
+    same = get_backend("reference").forward(q, k, v, case, rpb)
+    allowed = tolerance(dtype, (same.double() - expected).abs().max().item())
+    assert (get_backend("natten").forward(q, k, v, case, rpb).double() - expected).abs().max().item() <= allowed
