@@ -429,11 +429,15 @@ struct LineTiles {
 
 // One tile's window geometry: the smallest first key and bias index over its lanes, each lane's
 // offsets from them, and whether the lanes are plainly shifted (offsets t and 0: no permutes).
+// Where the lanes are a shifted run [run_first, run_last) (key_index[t] = t + run_offset) with
+// the lanes before and after it clamped to the run's first and last window (a tile at a
+// border, query stride 1), runs is set.
 template <typename V>
 struct TileWindow {
   int64_t count, base, bias_base;
   simd::MaskOf<V> key_index, bias_index;
-  bool shifted;
+  bool shifted, runs;
+  int run_first, run_last, run_offset;
 
   TileWindow(const LineTiles& tiles, int64_t p0) : count(tiles.count[p0]) {
     constexpr int L = simd::kLanes<V>;
@@ -445,6 +449,12 @@ struct TileWindow {
       key_index[t] = tiles.first[p0 + t] - base, bias_index[t] = tiles.bias0[p0 + t] - bias_base;
       shifted = shifted && key_index[t] == t && bias_index[t] == 0;
     }
+    int a = 0, b = 1;
+    while (a + 1 < L && key_index[a + 1] == key_index[a]) ++a;
+    for (b = a + 1; b < L && key_index[b] == key_index[b - 1] + 1;) ++b;
+    runs = true;
+    for (int t = b; t < L; ++t) runs = runs && key_index[t] == key_index[b - 1];
+    run_first = a, run_last = b, run_offset = static_cast<int>(key_index[a]) - a;
   }
 };
 
@@ -755,7 +765,8 @@ void tile_forward(const Geometry<R>& g, const Shape& s, const LineRows<R>& rows,
   const Axis& last = g.axes[R - 1];
   const int64_t H = s.heads, D = s.dim, Dv = s.dim_v, length = last.length, n_tokens = g.tokens;
   const int64_t cols = tw.count, n_rows = static_cast<int64_t>(rows.token.size());
-  const auto [token0, step, row0] = tile_place(g, s, rows, tiles, tw, b, h, line, p0, q, keys, static_cast<const A*>(nullptr), sc);
+  const auto [token0, step, row0] =
+      tile_place(g, s, rows, tiles, tw, b, h, line, p0, q, keys, static_cast<const A*>(nullptr), sc);
   V top = simd::splat<V>(-std::numeric_limits<A>::infinity());
   for (int64_t r = 0; r < n_rows; ++r) {
     const A* row_bias = bias ? bias + rows.bias[r] + tw.bias_base : nullptr;
@@ -826,39 +837,67 @@ inline void tile_rows_add(A* const* y, int64_t rows, const A* e, const std::pair
   }
 }
 
-// The key-side products of a plainly shifted tile's window row (lane t's key c is key t + c of
-// the row's span): y[t + c][0:dim] += factor e[c * L + t] x[t * x_stride][0:dim] for lanes
-// t >= skip and c < C, e the row's [C][L] score (gradient) vectors. Every product is a useful one
-// (the E-matrix GEMMs of tile_rows_add compute about twice as many at K = 7, after filling E).
-// The span's accumulators stay in registers for one W-wide piece of the dims while the queries'
-// rows pass, each multiplied by its C scores (broadcast); t and c are unrolled, so that each
-// accumulator's index is known at compile time. null rows of y are skipped. Measured against
-// the E-matrix GEMMs in one process (one thread, 56x56 and 112x112, D = 32): the backward 2-3%
-// faster at 56x56, K = 7 (half its tiles are border ones) and 11% at 112x112. A border tile's
-// keys (key_index[t] + c) are only known at run time, which would leave the accumulators in
-// memory: measured 3-6% slower than its E-matrix GEMMs, so those keep them.
-template <int L, int C, typename A>
-__attribute__((flatten)) inline void tile_band_add(A* const* y, int skip, const A* e, const A* x, int64_t x_stride,
-                                                   int64_t dim, A factor) {
+// The key-side products of a shifted run of a tile's lanes in one window row (lane t's key c
+// is key t + c + offset of the row's span): y[t + c + offset][0:dim] += factor e[c * L + t]
+// x[t * x_stride][0:dim] for lanes t in [first, last) and c < C, e the row's [C][L] score
+// (gradient) vectors; where Run is false the run is the whole tile (last = L, offset 0, checked
+// at compile time). Every product is a useful one (the E-matrix GEMMs of tile_rows_add compute
+// about twice as many at K = 7, after filling E). The span's accumulators stay in registers for
+// one W-wide piece of the dims while the queries' rows pass, each multiplied by its C scores
+// (broadcast); t and c are unrolled, so that each accumulator's index is known at compile time.
+// null rows of y are skipped. Measured against the E-matrix GEMMs in one process (one thread,
+// D = 32): the backward 2-3% faster at 56x56, K = 7 and 11% at 112x112 for the shifted tiles;
+// for the border tiles' runs (their clamped lanes by tile_shared_add) 1.5-2.7% more.
+template <int L, int C, bool Run, typename A>
+__attribute__((flatten)) inline void tile_band_add(A* const* y, int first, int run_last, int run_offset, const A* e,
+                                                   const A* x, int64_t x_stride, int64_t dim, A factor) {
   using V = simd::Wide<A>;
   constexpr int W = simd::kLanes<V>, M = L + C - 1;
+  const int last = Run ? run_last : L, offset = Run ? run_offset : 0;
   int64_t d0 = 0;
   for (; d0 + W <= dim; d0 += W) {
     V acc[M];
     for (int m = 0; m < M; ++m) acc[m] = V{};
     simd::unrolled<L>([&](auto t) {
-      if (t < skip) return;
+      if (t < first || t >= last) return;
       const V xs = simd::load<V>(x + t * x_stride + d0);
       simd::unrolled<C>([&](auto c) { acc[t + c] += simd::splat<V>(e[c * L + t]) * xs; });
     });
     simd::unrolled<M>([&](auto m) {
-      if (A* row = m >= skip ? y[m] : nullptr) simd::store(row + d0, simd::load<V>(row + d0) + acc[m] * simd::splat<V>(factor));
+      A* row = m >= first && m < last + C - 1 ? y[m + offset] : nullptr;
+      if (row) simd::store(row + d0, simd::load<V>(row + d0) + acc[m] * simd::splat<V>(factor));
     });
   }
   for (; d0 < dim; ++d0)
-    for (int t = skip; t < L; ++t)
+    for (int t = first; t < last; ++t)
       for (int c = 0; c < C; ++c)
-        if (A* row = y[t + c]) row[d0] += factor * e[c * L + t] * x[t * x_stride + d0];
+        if (A* row = y[t + c + offset]) row[d0] += factor * e[c * L + t] * x[t * x_stride + d0];
+}
+
+// y[c][0:dim] += factor e[c * L + t] x[t * x_stride][0:dim] for lanes t in [first, last) and
+// c < C: lanes clamped to one window (at a border tile's ends) share its C key rows, whose
+// accumulators stay in registers while those lanes' rows pass. null rows of y are skipped.
+template <int L, int C, typename A>
+inline void tile_shared_add(A* const* y, int first, int last, const A* e, const A* x, int64_t x_stride, int64_t dim,
+                            A factor) {
+  using V = simd::Wide<A>;
+  constexpr int W = simd::kLanes<V>;
+  if (first >= last) return;
+  int64_t d0 = 0;
+  for (; d0 + W <= dim; d0 += W) {
+    V acc[C];
+    for (int c = 0; c < C; ++c) acc[c] = V{};
+    for (int t = first; t < last; ++t) {
+      const V xs = simd::load<V>(x + t * x_stride + d0);
+      for (int c = 0; c < C; ++c) acc[c] += simd::splat<V>(e[c * L + t]) * xs;
+    }
+    for (int c = 0; c < C; ++c)
+      if (A* row = y[c]) simd::store(row + d0, simd::load<V>(row + d0) + acc[c] * simd::splat<V>(factor));
+  }
+  for (; d0 < dim; ++d0)
+    for (int t = first; t < last; ++t)
+      for (int c = 0; c < C; ++c)
+        if (A* row = y[c]) row[d0] += factor * e[c * L + t] * x[t * x_stride + d0];
 }
 
 // Scratch of one thread's backward tiles: besides the forward's, dO transposed, the window's
@@ -931,9 +970,9 @@ void tile_backward(const Geometry<R>& g, const Shape& s, const LineRows<R>& rows
   tile_sums<Shifted, V>(sc.ot.data(), D, sc.ds.data(), sc.row_keys.data(), n_rows, cols, length, tw.key_index);
   for (int64_t d = 0; d < D; ++d) simd::store(sc.ot.data() + d * L, simd::load<V>(sc.ot.data() + d * L) * scale);
   transpose_rows<A>(sc.ot.data(), L, dq + row0 * D, step * H * D, D, L);
-  // Key side, one window row at a time: product by product in a shifted tile of up to kBlock
-  // columns, else by the E GEMMs.
-  const bool band = Shifted && cols <= kBlock;
+  // Key side, one window row at a time: product by product where the lanes are a shifted run
+  // and clamped ends (every tile at stride 1) of up to kBlock columns, else by the E GEMMs.
+  const bool band = tw.runs && cols <= kBlock;
   int64_t span = 0;
   for (int t = 0; t < L; ++t) span = std::max<int64_t>(span, tw.key_index[t] + cols);
   const int64_t padded_span = (span + kMRows - 1) / kMRows * kMRows;
@@ -954,10 +993,21 @@ void tile_backward(const Geometry<R>& g, const Shape& s, const LineRows<R>& rows
     if (band) {
       with_count(static_cast<int>(cols), [&](auto c_) {
         constexpr int C = decltype(c_)::value;
-        tile_band_add<L, C>(sc.dk_rows.data(), skip, sc.ds.data() + r * cols * L, q + row0 * D, step * H * D, D,
-                            scale);
-        tile_band_add<L, C>(sc.dv_rows.data(), skip, sc.s.data() + r * cols * L, dout + row0 * Dv, step * H * Dv,
-                            Dv, A(1));
+        // the run's lanes by bands, the clamped lanes before and after it on their shared keys
+        const auto key_side = [&](A* const* y, const A* e, const A* x, int64_t x_dim, A factor) {
+          const int64_t x_stride = step * H * x_dim;
+          if (Shifted) {
+            tile_band_add<L, C, false>(y, skip, L, 0, e, x, x_stride, x_dim, factor);
+            return;
+          }
+          tile_band_add<L, C, true>(y, std::max(skip, tw.run_first), tw.run_last, tw.run_offset, e, x, x_stride,
+                                    x_dim, factor);
+          tile_shared_add<L, C>(y + tw.key_index[0], skip, tw.run_first, e, x, x_stride, x_dim, factor);
+          tile_shared_add<L, C>(y + tw.key_index[L - 1], std::max(skip, tw.run_last), L, e, x, x_stride, x_dim,
+                                factor);
+        };
+        key_side(sc.dk_rows.data(), sc.ds.data() + r * cols * L, q + row0 * D, D, scale);
+        key_side(sc.dv_rows.data(), sc.s.data() + r * cols * L, dout + row0 * Dv, Dv, A(1));
       });
       continue;
     }
