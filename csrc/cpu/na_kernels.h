@@ -449,9 +449,10 @@ struct TileWindow {
       key_index[t] = tiles.first[p0 + t] - base, bias_index[t] = tiles.bias0[p0 + t] - bias_base;
       shifted = shifted && key_index[t] == t && bias_index[t] == 0;
     }
-    int a = 0, b = 1;
+    int a = 0;
     while (a + 1 < L && key_index[a + 1] == key_index[a]) ++a;
-    for (b = a + 1; b < L && key_index[b] == key_index[b - 1] + 1;) ++b;
+    int b = a + 1;
+    while (b < L && key_index[b] == key_index[b - 1] + 1) ++b;
     runs = true;
     for (int t = b; t < L; ++t) runs = runs && key_index[t] == key_index[b - 1];
     run_first = a, run_last = b, run_offset = static_cast<int>(key_index[a]) - a;
@@ -711,9 +712,10 @@ inline void transpose_to_lanes(const A* src, int64_t src_stride, A* dst, int64_t
 }
 
 // Where a tile's queries are: one dilation group's consecutive members, so heads-last rows `step`
-// tokens apart from row0 (the first's); where each window row's keys (and values, unless null)
-// start in the head's packed tensors (the scratch's row_keys, row_values) and the heads-last row
-// of its key at the tile's base (row_head); and the queries transposed into its qt [dim][L].
+// tokens apart from row0 (the first's); where each window row's keys start in the head's packed
+// keys (the scratch's row_keys) and the heads-last row of its key at the tile's base (row_head:
+// the row's key m is m dilation steps further, its window lying in one dilation group); and the
+// queries transposed into its qt [dim][L].
 struct TilePlace {
   int64_t token0, step, row0;
 };
@@ -721,12 +723,11 @@ struct TilePlace {
 template <int R, typename A, typename V>
 TilePlace tile_place(const Geometry<R>& g, const Shape& s, const LineRows<R>& rows, const LineTiles& tiles,
                      const TileWindow<V>& tw, int64_t b, int64_t h, int64_t line, int64_t p0, const A* q,
-                     const A* keys, const A* values, TileScratch<A>& sc) {
+                     const A* keys, TileScratch<A>& sc) {
   constexpr int L = simd::kLanes<V>;
   const int64_t length = g.axes[R - 1].length, step = g.axes[R - 1].dilation;
   for (size_t r = 0; r < rows.line.size(); ++r) {
     sc.row_keys[r] = keys + rows.line[r] * s.dim * length + tw.base;
-    if (values) sc.row_values[r] = values + rows.line[r] * s.dim_v * length + tw.base;
     sc.row_head[r] = (b * g.tokens + rows.token[r] + tiles.coordinate[tw.base]) * s.heads + h;
   }
   const int64_t token0 = line * length + tiles.coordinate[p0], row0 = (b * g.tokens + token0) * s.heads + h;
@@ -765,8 +766,7 @@ void tile_forward(const Geometry<R>& g, const Shape& s, const LineRows<R>& rows,
   const Axis& last = g.axes[R - 1];
   const int64_t H = s.heads, D = s.dim, Dv = s.dim_v, length = last.length, n_tokens = g.tokens;
   const int64_t cols = tw.count, n_rows = static_cast<int64_t>(rows.token.size());
-  const auto [token0, step, row0] =
-      tile_place(g, s, rows, tiles, tw, b, h, line, p0, q, keys, static_cast<const A*>(nullptr), sc);
+  const auto [token0, step, row0] = tile_place(g, s, rows, tiles, tw, b, h, line, p0, q, keys, sc);
   V top = simd::splat<V>(-std::numeric_limits<A>::infinity());
   for (int64_t r = 0; r < n_rows; ++r) {
     const A* row_bias = bias ? bias + rows.bias[r] + tw.bias_base : nullptr;
@@ -922,8 +922,8 @@ struct TileBackwardScratch : TileScratch<A> {
 // gradient per key; and dK, dV per window row r as GEMMs: the row's keys span
 // max(key_index) + cols packed positions, E[m][t] = dS (or P) of lane t's key m (zero where m is
 // outside lane t's window), dK[m] += scale sum_t E[m][t] q_t and dV[m] += sum_t P[m][t] dO_t,
-// written straight to the heads-last rows the thread owns; in a shifted tile of up to kBlock
-// columns the same sums go without E, product by product (tile_band_add).
+// written straight to the heads-last rows the thread owns; in a tile at query stride 1 of up to
+// kBlock columns the same sums go without E, product by product (tile_band_add, tile_shared_add).
 template <int R, bool Shifted, typename T, typename A>
 void tile_backward(const Geometry<R>& g, const Shape& s, const LineRows<R>& rows, const LineTiles& tiles,
                    const TileWindow<TileVec<A>>& tw, int64_t b, int64_t h, int64_t line, int64_t p0, int skip,
@@ -934,7 +934,8 @@ void tile_backward(const Geometry<R>& g, const Shape& s, const LineRows<R>& rows
   const Axis& last = g.axes[R - 1];
   const int64_t H = s.heads, D = s.dim, Dv = s.dim_v, length = last.length, n_tokens = g.tokens;
   const int64_t cols = tw.count, n_rows = static_cast<int64_t>(rows.token.size());
-  const auto [token0, step, row0] = tile_place(g, s, rows, tiles, tw, b, h, line, p0, q, keys, values, sc);
+  const auto [token0, step, row0] = tile_place(g, s, rows, tiles, tw, b, h, line, p0, q, keys, sc);
+  for (int64_t r = 0; r < n_rows; ++r) sc.row_values[r] = values + rows.line[r] * Dv * length + tw.base;
   transpose_to_lanes<V>(dout + row0 * Dv, step * H * Dv, sc.dot.data(), Dv);
   transpose_to_lanes<V>(out + row0 * Dv, step * H * Dv, sc.ot.data(), Dv);
   V delta{}, top;
@@ -983,25 +984,21 @@ void tile_backward(const Geometry<R>& g, const Shape& s, const LineRows<R>& rows
     sc.lanes[m0 / kMRows] = {std::min(first, last_), last_};
   }
   for (int64_t r = 0; r < n_rows; ++r) {
-    const int64_t line_token = rows.token[r];
     for (int64_t m = 0; m < padded_span; ++m) {
       const bool key = m < span;
-      const int64_t token = key ? line_token + tiles.coordinate[tw.base + m] : 0;
-      sc.dk_rows[m] = key ? dk + ((b * n_tokens + token) * H + h) * D : nullptr;
-      sc.dv_rows[m] = key ? dv + ((b * n_tokens + token) * H + h) * Dv : nullptr;
+      const int64_t head_row = sc.row_head[r] + m * last.dilation * H;
+      sc.dk_rows[m] = key ? dk + head_row * D : nullptr;
+      sc.dv_rows[m] = key ? dv + head_row * Dv : nullptr;
     }
     if (band) {
       with_count(static_cast<int>(cols), [&](auto c_) {
         constexpr int C = decltype(c_)::value;
         // the run's lanes by bands, the clamped lanes before and after it on their shared keys
+        // (a shifted tile is one run: its band bounds are compile-time, its clamped lanes none)
         const auto key_side = [&](A* const* y, const A* e, const A* x, int64_t x_dim, A factor) {
           const int64_t x_stride = step * H * x_dim;
-          if (Shifted) {
-            tile_band_add<L, C, false>(y, skip, L, 0, e, x, x_stride, x_dim, factor);
-            return;
-          }
-          tile_band_add<L, C, true>(y, std::max(skip, tw.run_first), tw.run_last, tw.run_offset, e, x, x_stride,
-                                    x_dim, factor);
+          tile_band_add<L, C, !Shifted>(y, std::max(skip, tw.run_first), tw.run_last, tw.run_offset, e, x, x_stride,
+                                        x_dim, factor);
           tile_shared_add<L, C>(y + tw.key_index[0], skip, tw.run_first, e, x, x_stride, x_dim, factor);
           tile_shared_add<L, C>(y + tw.key_index[L - 1], std::max(skip, tw.run_last), L, e, x, x_stride, x_dim,
                                 factor);
