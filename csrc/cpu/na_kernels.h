@@ -856,8 +856,8 @@ __attribute__((flatten)) inline void tile_band_add(A* const* y, int first, int r
   const int last = Run ? run_last : L, offset = Run ? run_offset : 0;
   int64_t d0 = 0;
   for (; d0 + W <= dim; d0 += W) {
-    V acc[M];
-    for (int m = 0; m < M; ++m) acc[m] = V{};
+    V acc[M];  // zeroed unrolled: GCC turns a loop that zeroes it into a memset, which keeps it in memory
+    simd::unrolled<M>([&](auto m) { acc[m] = V{}; });
     simd::unrolled<L>([&](auto t) {
       if (t < first || t >= last) return;
       const V xs = simd::load<V>(x + t * x_stride + d0);
@@ -901,18 +901,29 @@ inline void tile_shared_add(A* const* y, int first, int last, const A* e, const 
 }
 
 // Scratch of one thread's backward tiles: besides the forward's, dO transposed, the window's
-// score gradients [keys][L], the key-side matrices [key span][L] of one window row, and the
-// output, then dQ, transposed [dim][L].
+// score gradients [keys][L], the key-side matrices [key span][L] of one window row, the output,
+// then dQ, transposed [dim][L], and the bias gradient of one (batch, head) by lanes
+// [bias_size][L] (flush_bias_lanes sums them).
 template <typename A>
 struct TileBackwardScratch : TileScratch<A> {
-  std::vector<A> dot, ds, ep, eds, ot;
+  std::vector<A> dot, ds, ep, eds, ot, bias_lanes;
   std::vector<A*> dk_rows, dv_rows;
   std::vector<std::pair<int, int>> lanes;
-  TileBackwardScratch(int64_t dim, int64_t dim_v, int64_t window_keys, int64_t cols, int lanes_)
+  TileBackwardScratch(int64_t dim, int64_t dim_v, int64_t window_keys, int64_t cols, int64_t bias_size, int lanes_)
       : TileScratch<A>(dim, dim_v, window_keys, lanes_), dot(dim_v * lanes_), ds(window_keys * lanes_),
-        ot(std::max(dim, dim_v) * lanes_), ep((cols + lanes_ + kMRows) * lanes_),
-        eds((cols + lanes_ + kMRows) * lanes_),
-        dk_rows(cols + lanes_ + kMRows), dv_rows(cols + lanes_ + kMRows), lanes(cols + lanes_ + kMRows) {}
+        ep((cols + lanes_ + kMRows) * lanes_), eds((cols + lanes_ + kMRows) * lanes_),
+        ot(std::max(dim, dim_v) * lanes_), bias_lanes(bias_size * lanes_), dk_rows(cols + lanes_ + kMRows),
+        dv_rows(cols + lanes_ + kMRows), lanes(cols + lanes_ + kMRows) {}
+
+  // drpb[i] += the sum of bias_lanes' row i, which is zeroed for the next (batch, head).
+  template <typename V>
+  void flush_bias_lanes(A* drpb) {
+    constexpr int L = simd::kLanes<V>;
+    for (size_t i = 0; i < bias_lanes.size() / L; ++i) {
+      drpb[i] += simd::sum_lanes(simd::load<V>(bias_lanes.data() + i * L));
+      simd::store(bias_lanes.data() + i * L, V{});
+    }
+  }
 };
 
 // The backward of the tile at the line's packed positions [p0, p0 + L), whose lanes below `skip`
@@ -943,10 +954,13 @@ void tile_backward(const Geometry<R>& g, const Shape& s, const LineRows<R>& rows
   for (int t = 0; t < L; ++t) top[t] = lse[(b * H + h) * n_tokens + token0 + t * step];
   simd::MaskOf<V> lane;
   for (int t = 0; t < L; ++t) lane[t] = t;
-  const auto live = lane >= static_cast<typename simd::LanesOf<V>::I>(skip);
+  using I = typename simd::LanesOf<V>::I;
+  const auto live = lane >= static_cast<I>(skip);
+  const auto in_run = lane >= static_cast<I>(tw.run_first) && lane < static_cast<I>(tw.run_last);
   for (int64_t r = 0; r < n_rows; ++r) {
     const A* row_bias = bias ? bias + rows.bias[r] + tw.bias_base : nullptr;
     A* row_drpb = drpb ? drpb + rows.bias[r] + tw.bias_base : nullptr;
+    A* bias_lanes = drpb ? sc.bias_lanes.data() + (rows.bias[r] + tw.bias_base) * L : nullptr;
     in_blocks(cols, [&](int64_t c0, auto g_) {
       constexpr int G = decltype(g_)::value;
       V score[G], dprob[G];
@@ -958,12 +972,17 @@ void tile_backward(const Geometry<R>& g, const Shape& s, const LineRows<R>& rows
         simd::store(sc.s.data() + (r * cols + c0 + j) * L, p);
         simd::store(sc.ds.data() + (r * cols + c0 + j) * L, ds);
         if (row_drpb) {
+          // lanes that share a bias index add by vector to its row of bias_lanes; the others
+          // one by one (clamped lanes, permuted tiles)
           const V counted = live ? ds : V{};
-          if (Shifted) {
-            row_drpb[c0 + j] += simd::sum_lanes(counted);
-          } else {
-            for (int t = 0; t < L; ++t) row_drpb[c0 + j + tw.bias_index[t]] += counted[t];
+          if (Shifted || tw.runs) {
+            const auto shared = Shifted ? live : live && in_run;
+            A* cell = bias_lanes + (c0 + j + (Shifted ? 0 : tw.bias_index[tw.run_first])) * L;
+            simd::store(cell, simd::load<V>(cell) + (shared ? ds : V{}));
           }
+          if (!Shifted)
+            for (int t = 0; t < L; ++t)
+              if (!tw.runs || t < tw.run_first || t >= tw.run_last) row_drpb[c0 + j + tw.bias_index[t]] += counted[t];
         }
       }
     });
@@ -1145,7 +1164,7 @@ void fused_backward(const Geometry<R>& g, const Shape& s, const A* q, const A* k
 #pragma omp parallel
   {
     Scratch<A> sc(D, Dv);
-    TileBackwardScratch<A> tile_scratch(D, Dv, g.window_keys, last.kernel, L);
+    TileBackwardScratch<A> tile_scratch(D, Dv, g.window_keys, last.kernel, drpb ? g.bias_size : 0, L);
     LineRows<R> rows;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t bh = 0; bh < s.batch * H; ++bh) {
@@ -1206,6 +1225,7 @@ void fused_backward(const Geometry<R>& g, const Shape& s, const A* q, const A* k
           for (int64_t d = 0; d < D; ++d) dq[row * D + d] = static_cast<T>(scale * sc.acc[d]);
         }
       }
+      if (drpb) tile_scratch.template flush_bias_lanes<TileVec<A>>(drpb + bh * g.bias_size);
     }
   }
 }
