@@ -167,8 +167,9 @@ def test_the_build_child_imports_this_natbench_wherever_the_run_started(tmp_path
 
 # Query tiles (csrc/cpu/na_kernels.h): lines of at least two tiles (16 fp32 or 8 fp64 queries),
 # so that every kind of tile runs: plainly shifted in the interior, permuted at the borders and
-# under query stride, the overlapping last tile of a line or dilation group, growing causal
-# windows left to the one-query path.
+# under query stride, the last tile of a line or dilation group as a half tile (a rest of at most
+# half the lanes: 34 and 36 / 2 in both dtypes, 75 / 3 and 41 in fp64) or a whole one overlapping
+# the one before, growing causal windows left to the one-query path.
 TILE_FEATURES = [  # (rank, resolution, kernel, dilation, stride, causal, rpb)
     (1, 70, 7, 1, 1, False, True),
     (1, 75, 6, 3, 1, False, False),
