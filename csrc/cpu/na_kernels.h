@@ -974,6 +974,12 @@ void tile_backward(const Geometry<R>& g, const Shape& s, const LineRows<R>& rows
   const int64_t cols = tw.count, n_rows = static_cast<int64_t>(rows.token.size());
   const auto [token0, step, row0] = tile_place(g, s, rows, tiles, tw, b, h, line, p0, q, keys, sc);
   for (int64_t r = 0; r < n_rows; ++r) sc.row_values[r] = values + rows.line[r] * Dv * length + tw.base;
+  // the next tile's dO and O rows, asked for ahead as tile_place does its query rows (the
+  // backward 0-3.5% faster at 56x56, K = 7, 5.6% at 112x112)
+  for (int t = 0; t < L; ++t) {
+    prefetch_row(dout + (row0 + (L + t) * step * H) * Dv, Dv, false);
+    prefetch_row(out + (row0 + (L + t) * step * H) * Dv, Dv, false);
+  }
   transpose_to_lanes<V>(dout + row0 * Dv, step * H * Dv, sc.dot.data(), Dv);
   transpose_to_lanes<V>(out + row0 * Dv, step * H * Dv, sc.ot.data(), Dv);
   V delta{}, top;
