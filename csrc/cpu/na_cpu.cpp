@@ -12,7 +12,7 @@ std::tuple<at::Tensor, at::Tensor> fused_forward_cpu(
   checks::fused_forward(checks::kCpu, q_, k_, v_, rpb_, kernel, dilation, stride, causal);
   auto q = in_acc(q_), k = in_acc(k_), v = in_acc(v_);
   auto rpb = padded_bias(rpb_, q_);
-  auto out = at::empty(v_.sizes(), v_.options());
+  auto out = at::empty(v.sizes(), v.options());
   auto lse = at::empty({q.size(0), q.size(-2), q.numel() / (q.size(0) * q.size(-2) * q.size(-1))},
                        q.options());
   with_rank(q.dim() - 3, [&](auto rank) {
@@ -23,14 +23,13 @@ std::tuple<at::Tensor, at::Tensor> fused_forward_cpu(
       const Shape shape = shape_of(q, v);
       const at::Tensor packed_keys = workspace<A>(shape, g.tokens, shape.dim, q);
       with_key_width<A>(g.axes[R - 1].kernel, [&](auto bytes) {
-        fused_forward<R, scalar_t, A, decltype(bytes)::value>(
-            g, shape, q.data_ptr<A>(), k.data_ptr<A>(), v.data_ptr<A>(), maybe<A>(rpb),
-            out.data_ptr<scalar_t>(), lse.data_ptr<A>(), static_cast<A>(scale),
-            packed_keys.data_ptr<A>());
+        fused_forward<R, A, decltype(bytes)::value>(g, shape, q.data_ptr<A>(), k.data_ptr<A>(), v.data_ptr<A>(),
+                                                    maybe<A>(rpb), out.data_ptr<A>(), lse.data_ptr<A>(),
+                                                    static_cast<A>(scale), packed_keys.data_ptr<A>());
       });
     });
   });
-  return {out, lse};
+  return {out.to(v_.scalar_type()), lse};
 }
 
 at::Tensor qk_rpb_cpu(const at::Tensor& q_, const at::Tensor& k_, const std::optional<at::Tensor>& rpb_,

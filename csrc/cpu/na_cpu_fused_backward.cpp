@@ -15,7 +15,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::optional<at::Tensor>> fused_
   auto q = in_acc(q_), k = in_acc(k_), v = in_acc(v_), out = in_acc(out_), dout = in_acc(dout_);
   auto lse = lse_.contiguous();
   auto rpb = padded_bias(rpb_, q_);
-  auto dq = at::empty(q_.sizes(), q_.options());
+  auto dq = at::empty(q.sizes(), q.options());
   auto dk = at::zeros(k.sizes(), k.options());
   auto dv = at::zeros(v.sizes(), v.options());
   std::optional<at::Tensor> drpb;
@@ -30,16 +30,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::optional<at::Tensor>> fused_
       const at::Tensor packed_keys = workspace<A>(shape, g.tokens, shape.dim, q);
       const at::Tensor packed_values = workspace<A>(shape, g.tokens, shape.dim_v, q);
       with_key_width<A>(g.axes[R - 1].kernel, [&](auto bytes) {
-        fused_backward<R, scalar_t, A, decltype(bytes)::value>(
+        fused_backward<R, A, decltype(bytes)::value>(
             g, shape, q.data_ptr<A>(), k.data_ptr<A>(), v.data_ptr<A>(), maybe<A>(rpb),
-            out.data_ptr<A>(), dout.data_ptr<A>(), lse.data_ptr<A>(), dq.data_ptr<scalar_t>(),
+            out.data_ptr<A>(), dout.data_ptr<A>(), lse.data_ptr<A>(), dq.data_ptr<A>(),
             dk.data_ptr<A>(), dv.data_ptr<A>(), rpb.has_value() ? drpb_acc.data_ptr<A>() : nullptr,
             static_cast<A>(scale), packed_keys.data_ptr<A>(), packed_values.data_ptr<A>());
       });
     });
     if (rpb.has_value()) drpb = drpb_acc.sum(0).view(rpb_->sizes()).to(rpb_->scalar_type());
   });
-  return {dq, dk.to(q_.scalar_type()), dv.to(q_.scalar_type()), drpb};
+  return {dq.to(q_.scalar_type()), dk.to(q_.scalar_type()), dv.to(q_.scalar_type()), drpb};
 }
 
 }  // namespace natbench

@@ -614,8 +614,8 @@ inline void tile_sums(A* ot, int64_t dim, const A* w, const A* const* rows, int6
 // 0.81x at K = 7, 0.79x at 112x112, 0.88x at K = 13. The backward's dQ keeps the per-d sums of
 // the packed keys, which its scores have just read: these sums over the heads-last keys measured
 // 4% slower there.
-template <bool Shifted, typename V, typename A, typename T>
-__attribute__((flatten)) inline void tile_row_sums(T* y, int64_t y_stride, const V& factor, int64_t dim,
+template <bool Shifted, typename V, typename A>
+__attribute__((flatten)) inline void tile_row_sums(A* y, int64_t y_stride, const V& factor, int64_t dim,
                                                    const A* w, const A* x, const int64_t* row, int64_t x_dim,
                                                    int64_t n_rows, int64_t cols, int64_t x_step,
                                                    const simd::MaskOf<V>& key_index) {
@@ -662,13 +662,7 @@ __attribute__((flatten)) inline void tile_row_sums(T* y, int64_t y_stride, const
     }
     for (int t = 0; t < Q; ++t)
       for (int i = 0; i < P; ++i) {
-        const X sum = acc[t][i] * simd::splat<X>(factor[t0 + t]);
-        T* out = y + (t0 + t) * y_stride + d0 + i * W;
-        if constexpr (std::is_same_v<T, A>) {
-          simd::store(out, sum);
-        } else {
-          for (int j = 0; j < W; ++j) out[j] = static_cast<T>(sum[j]);
-        }
+        simd::store(y + (t0 + t) * y_stride + d0 + i * W, acc[t][i] * simd::splat<X>(factor[t0 + t]));
       }
   };
   constexpr int W = simd::kLanes<Wide>, N = simd::kLanes<Narrow>, M = simd::kLanes<Quarter>;
@@ -685,7 +679,7 @@ __attribute__((flatten)) inline void tile_row_sums(T* y, int64_t y_stride, const
         for (int64_t r = 0; r < n_rows; ++r)
           for (int64_t c = 0; c < cols; ++c)
             sum += w[(r * cols + c) * L + t] * x[row[r] * x_dim + (key + c) * x_step + d];
-        y[t * y_stride + d] = static_cast<T>(factor[t] * sum);
+        y[t * y_stride + d] = factor[t] * sum;
       }
     }
   }
@@ -783,10 +777,10 @@ inline void tile_scores(const A* qt, int64_t dim, const A* row_key, int64_t stri
 // The forward of the tile at the line's packed positions [p0, p0 + L): scores, softmax and
 // weighted values as above; writes the L outputs and their log-sum-exp. keys: the head's packed
 // keys; v: the heads-last values, whose rows the weighted sum reads in place (tile_row_sums).
-template <int R, bool Shifted, typename T, typename A, typename V>
+template <int R, bool Shifted, typename A, typename V>
 void tile_forward(const Geometry<R>& g, const Shape& s, const LineRows<R>& rows, const LineTiles& tiles,
                   const TileWindow<V>& tw, int64_t b, int64_t h, int64_t line, int64_t p0, const A* q,
-                  const A* keys, const A* values, const A* bias, T* out, A* lse, A scale, TileScratch<A>& sc) {
+                  const A* keys, const A* values, const A* bias, A* out, A* lse, A scale, TileScratch<A>& sc) {
   constexpr int L = simd::kLanes<V>;
   const Axis& last = g.axes[R - 1];
   const int64_t H = s.heads, D = s.dim, Dv = s.dim_v, length = last.length, n_tokens = g.tokens;
@@ -963,11 +957,11 @@ struct TileBackwardScratch : TileScratch<A> {
 // outside lane t's window), dK[m] += scale sum_t E[m][t] q_t and dV[m] += sum_t P[m][t] dO_t,
 // written straight to the heads-last rows the thread owns; in a tile at query stride 1 of up to
 // kBlock columns the same sums go without E, product by product (tile_band_add, tile_shared_add).
-template <int R, bool Shifted, typename T, typename A, typename V>
+template <int R, bool Shifted, typename A, typename V>
 void tile_backward(const Geometry<R>& g, const Shape& s, const LineRows<R>& rows, const LineTiles& tiles,
                    const TileWindow<V>& tw, int64_t b, int64_t h, int64_t line, int64_t p0, int skip,
                    const A* q, const A* keys, const A* values, const A* bias, const A* out, const A* dout,
-                   const A* lse, T* dq, A* dk, A* dv, A* drpb, A scale, TileBackwardScratch<A>& sc) {
+                   const A* lse, A* dq, A* dk, A* dv, A* drpb, A scale, TileBackwardScratch<A>& sc) {
   constexpr int L = simd::kLanes<V>, kTableLanes = simd::kLanes<TileVec<A>>;
   const Axis& last = g.axes[R - 1];
   const int64_t H = s.heads, D = s.dim, Dv = s.dim_v, length = last.length, n_tokens = g.tokens;
@@ -1075,13 +1069,15 @@ void tile_backward(const Geometry<R>& g, const Shape& s, const LineRows<R>& rows
 }
 
 // Fused forward. q, k, v are heads-last in the accumulation type A; rpb is the bias table
-// [H, bias_size + kBiasPad] in A (zero tail); out is written in T; lse [B, H, N] is kept for backward.
+// [H, bias_size + kBiasPad] in A (zero tail); out is written in A (the host converts it: a kernel
+// per element type would double the tiles' instantiations and the build); lse [B, H, N] is kept
+// for backward.
 // KB: the key vectors' width in bytes (with_key_width). packed_keys: packed_size(s, N, D)
 // elements (the values are read where they are). Regular tiles of L queries go through
 // tile_forward, the other queries one by one.
-template <int R, typename T, typename A, int KB>
+template <int R, typename A, int KB>
 void fused_forward(const Geometry<R>& g, const Shape& s, const A* q, const A* k, const A* v,
-                   const A* rpb, T* out, A* lse, A scale, A* packed_keys) {
+                   const A* rpb, A* out, A* lse, A scale, A* packed_keys) {
   constexpr int L = simd::kLanes<TileVec<A>>;
   using Vec = simd::VecN<A, KB>;
   constexpr int W = simd::kLanes<Vec>;
@@ -1119,10 +1115,10 @@ void fused_forward(const Geometry<R>& g, const Shape& s, const A* q, const A* k,
             using V = decltype(vec);
             const TileWindow<V> tw(tiles, p0);
             if (tw.shifted)
-              tile_forward<R, true, T, A, V>(g, s, rows, tiles, tw, b, h, line, p0, q, keys, v, bias, out, lse,
+              tile_forward<R, true, A, V>(g, s, rows, tiles, tw, b, h, line, p0, q, keys, v, bias, out, lse,
                                              scale, tile_scratch);
             else
-              tile_forward<R, false, T, A, V>(g, s, rows, tiles, tw, b, h, line, p0, q, keys, v, bias, out, lse,
+              tile_forward<R, false, A, V>(g, s, rows, tiles, tw, b, h, line, p0, q, keys, v, bias, out, lse,
                                               scale, tile_scratch);
           });
           p = p0 + tiles.width[p] - 1;
@@ -1167,9 +1163,8 @@ void fused_forward(const Geometry<R>& g, const Shape& s, const A* q, const A* k,
           gather_block(sc.acc.data(), Dv, sc.w.data(), values, blk, H * Dv, last.dilation);
         }
         const A total = simd::sum_lanes(sums);
-        T* o = out + row * Dv;
         const A inverse = A(1) / total;
-        for (int64_t d = 0; d < Dv; ++d) o[d] = static_cast<T>(sc.acc[d] * inverse);
+        for (int64_t d = 0; d < Dv; ++d) out[row * Dv + d] = sc.acc[d] * inverse;
         lse[(b * H + h) * n_tokens + n] = top + std::log(total);
       }
     }
@@ -1179,11 +1174,12 @@ void fused_forward(const Geometry<R>& g, const Shape& s, const A* q, const A* k,
 // Fused backward from the saved log-sum-exp: per query, P and dP = dO . V over its window by
 // the forward's vector blocks, dS = P (dP - delta), then dQ gathered from the keys and dK, dV
 // scattered to them. Work is split by (batch, head), so a thread owns the dk, dv and bias
-// gradient it writes. All inputs heads-last in A; dk, dv accumulate in A; drpb is [B, H, bias_size].
+// gradient it writes. All inputs heads-last in A; dq is written in A, dk, dv accumulate in A (the
+// host converts them); drpb is [B, H, bias_size].
 // packed_keys, packed_values: packed_size(s, N, D) and packed_size(s, N, Dv) elements.
-template <int R, typename T, typename A, int KB>
+template <int R, typename A, int KB>
 void fused_backward(const Geometry<R>& g, const Shape& s, const A* q, const A* k, const A* v,
-                    const A* rpb, const A* out, const A* dout, const A* lse, T* dq, A* dk, A* dv,
+                    const A* rpb, const A* out, const A* dout, const A* lse, A* dq, A* dk, A* dv,
                     A* drpb, A scale, A* packed_keys, A* packed_values) {
   using Vec = simd::VecN<A, KB>;
   constexpr int W = simd::kLanes<Vec>;
@@ -1220,10 +1216,10 @@ void fused_backward(const Geometry<R>& g, const Shape& s, const A* q, const A* k
               using V = decltype(vec);
               const TileWindow<V> tw(tiles, p0);
               if (tw.shifted)
-                tile_backward<R, true, T, A, V>(g, s, rows, tiles, tw, b, h, line, p0, skip, q, keys, values, bias,
+                tile_backward<R, true, A, V>(g, s, rows, tiles, tw, b, h, line, p0, skip, q, keys, values, bias,
                                                 out, dout, lse, dq, dk, dv, drpb_head, scale, tile_scratch);
               else
-                tile_backward<R, false, T, A, V>(g, s, rows, tiles, tw, b, h, line, p0, skip, q, keys, values, bias,
+                tile_backward<R, false, A, V>(g, s, rows, tiles, tw, b, h, line, p0, skip, q, keys, values, bias,
                                                  out, dout, lse, dq, dk, dv, drpb_head, scale, tile_scratch);
             });
             p = p0 + tiles.width[p] - 1;
@@ -1261,7 +1257,7 @@ void fused_backward(const Geometry<R>& g, const Shape& s, const A* q, const A* k
             scatter_block(dk + head * D, H * D, last.dilation, blk, sc.w2.data(), sc.x.data(), D);
             scatter_block(dv + head * Dv, H * Dv, last.dilation, blk, sc.w.data(), dout_row, Dv);
           }
-          for (int64_t d = 0; d < D; ++d) dq[row * D + d] = static_cast<T>(scale * sc.acc[d]);
+          for (int64_t d = 0; d < D; ++d) dq[row * D + d] = scale * sc.acc[d];
         }
       }
       if (drpb) tile_scratch.template flush_bias_lanes<TileVec<A>>(drpb + bh * g.bias_size);
