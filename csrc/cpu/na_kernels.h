@@ -355,6 +355,12 @@ inline void prefetch_row(const T* x, int64_t n, bool write) {
     write ? __builtin_prefetch(p + byte, 1) : __builtin_prefetch(p + byte, 0);
 }
 
+// prefetch_row for `count` rows of dim elements, `step` rows apart from row (a tile's).
+template <typename T>
+inline void prefetch_rows(const T* x, int64_t row, int64_t step, int count, int64_t dim, bool write) {
+  for (int t = 0; t < count; ++t) prefetch_row(x + (row + t * step) * dim, dim, write);
+}
+
 // Per-thread scratch of the fused kernels, sized once: the scaled query, the output or dQ
 // accumulator, and a block's weights (w) and score gradients (w2), W per vector.
 template <typename A>
@@ -396,14 +402,6 @@ constexpr bool kHalfTiles = kTileBytes == 64;
 template <typename A>
 using HalfTileVec = simd::VecN<A, kTileBytes / 2>;
 
-// Calls fn(V{}) with V the vector of a tile of `lanes` lanes (LineTiles::width).
-template <typename A, typename Fn>
-inline void with_tile_vec(int lanes, Fn&& fn) {
-  if constexpr (kHalfTiles) {
-    if (lanes < simd::kLanes<TileVec<A>>) return fn(HalfTileVec<A>{});
-  }
-  fn(TileVec<A>{});
-}
 
 // Per packed position of a line (the same for every line: only the last axis decides): its
 // coordinate along the last axis, its window's first key (packed position), bias index and key
@@ -422,18 +420,18 @@ struct LineTiles {
       const AxisWindow w = axis_window(last, x);
       coordinate[p] = x, first[p] = position[w.first], bias0[p] = w.bias0, count[p] = w.count;
     }
-    // [p, p + lanes): one group, one key count, and the lanes' first keys and bias indices
-    // each within `lanes` of their smallest (a permute's reach)
-    const auto whole = [&](int64_t p, int lanes) {
-      const int64_t x = coordinate[p], last_x = x + (lanes - 1) * last.dilation;
-      if (last_x >= last.length || position[last_x] != p + lanes - 1) return false;
+    // [p, p + n): one group, one key count, and the lanes' first keys and bias indices each
+    // within n of their smallest (a permute's reach)
+    const auto whole = [&](int64_t p, int n) {
+      const int64_t x = coordinate[p], last_x = x + (n - 1) * last.dilation;
+      if (last_x >= last.length || position[last_x] != p + n - 1) return false;
       const auto spread = [&](const std::vector<int64_t>& v) {
-        const auto [low, high] = std::minmax_element(v.begin() + p, v.begin() + p + lanes);
+        const auto [low, high] = std::minmax_element(v.begin() + p, v.begin() + p + n);
         return *high - *low;
       };
-      for (int t = 1; t < lanes; ++t)
+      for (int t = 1; t < n; ++t)
         if (count[p + t] != count[p]) return false;
-      return spread(first) < lanes && spread(bias0) < lanes;
+      return spread(first) < n && spread(bias0) < n;
     };
     // positions [from, end) to the tile [p0, p0 + n)
     const auto cover = [&](int64_t from, int64_t end, int64_t p0, int n) {
@@ -486,17 +484,35 @@ struct TileWindow {
   }
 };
 
+// Calls fn(tw, shifted) for the tile at packed position p0 of `lanes` lanes (LineTiles::width):
+// tw its TileWindow over the vector of that many lanes (TileVec, or HalfTileVec for a half
+// tile), shifted a std::bool_constant of tw.shifted, so that the tile code compiles once per
+// kind of tile.
+template <typename A, typename Fn>
+inline void with_tile(const LineTiles& tiles, int64_t p0, int lanes, Fn&& fn) {
+  const auto run = [&](auto vec) {
+    const TileWindow<decltype(vec)> tw(tiles, p0);
+    if (tw.shifted)
+      fn(tw, std::true_type{});
+    else
+      fn(tw, std::false_type{});
+  };
+  if constexpr (kHalfTiles) {
+    if (lanes < simd::kLanes<TileVec<A>>) return run(HalfTileVec<A>{});
+  }
+  run(TileVec<A>{});
+}
+
 // Scratch of one thread's tiles: the queries transposed [dim][L], the window's score vectors
-// [keys][L], where each window row starts in the head's packed keys (and values, for the
-// backward), and the heads-last row (b, token, h) of each window row's key at the tile's base.
+// [keys][L], where each window row starts in the head's packed keys, and the heads-last row
+// (b, token, h) of each window row's key at the tile's base.
 template <typename A>
 struct TileScratch {
   std::vector<A> qt, s;
-  std::vector<const A*> row_keys, row_values;
+  std::vector<const A*> row_keys;
   std::vector<int64_t> row_head;
   TileScratch(int64_t dim, int64_t dim_v, int64_t window_keys, int lanes)
-      : qt(std::max(dim, dim_v) * lanes), s(window_keys * lanes), row_keys(window_keys), row_values(window_keys),
-        row_head(window_keys) {}
+      : qt(std::max(dim, dim_v) * lanes), s(window_keys * lanes), row_keys(window_keys), row_head(window_keys) {}
 };
 
 // Window vector J of a tile loop's block of G: (row + J)[0 : L], lanes permuted by `index` unless
@@ -755,7 +771,7 @@ TilePlace tile_place(const Geometry<R>& g, const Shape& s, const LineRows<R>& ro
   // The next tile's query rows, asked for ahead: a head's rows lie a token's heads apart, a stride
   // the hardware's prefetch does not follow from one tile to the next (the forward measured 4%
   // faster in one process, four heads, K = 7).
-  for (int t = 0; t < L; ++t) prefetch_row(q + (row0 + (L + t) * step * s.heads) * s.dim, s.dim, false);
+  prefetch_rows(q, row0 + L * step * s.heads, step * s.heads, L, s.dim, false);
   transpose_to_lanes<V>(q + row0 * s.dim, step * s.heads * s.dim, sc.qt.data(), s.dim);
   return {token0, step, row0};
 }
@@ -788,7 +804,7 @@ void tile_forward(const Geometry<R>& g, const Shape& s, const LineRows<R>& rows,
   const auto [token0, step, row0] = tile_place(g, s, rows, tiles, tw, b, h, line, p0, q, keys, sc);
   // The output rows, asked for (to write) while the scores run: the weighted sum ends by storing
   // them, and rows not in cache would stall those stores (the forward 1-2.5% faster).
-  for (int t = 0; t < L; ++t) prefetch_row(out + (row0 + t * step * H) * Dv, Dv, true);
+  prefetch_rows(out, row0, step * H, L, Dv, true);
   V top = simd::splat<V>(-std::numeric_limits<A>::infinity());
   for (int64_t r = 0; r < n_rows; ++r) {
     const A* row_bias = bias ? bias + rows.bias[r] + tw.bias_base : nullptr;
@@ -922,20 +938,22 @@ inline void tile_shared_add(A* const* y, int first, int last, const A* e, const 
         if (A* row = y[c]) row[d0] += factor * e[c * L + t] * x[t * x_stride + d0];
 }
 
-// Scratch of one thread's backward tiles: besides the forward's, dO transposed, the window's
-// score gradients [keys][L], the key-side matrices [key span][L] of one window row, the output,
-// then dQ, transposed [dim][L], and the bias gradient of one (batch, head) by lanes
-// [bias_size][L] (flush_bias_lanes sums them).
+// Scratch of one thread's backward tiles: besides the forward's, where each window row starts
+// in the head's packed values, dO transposed, the window's score gradients [keys][L], the
+// key-side matrices [key span][L] of one window row, the output, then dQ, transposed [dim][L],
+// and the bias gradient of one (batch, head) by lanes [bias_size][L] (flush_bias_lanes sums
+// them).
 template <typename A>
 struct TileBackwardScratch : TileScratch<A> {
   std::vector<A> dot, ds, ep, eds, ot, bias_lanes;
+  std::vector<const A*> row_values;
   std::vector<A*> dk_rows, dv_rows;
   std::vector<std::pair<int, int>> lanes;
   TileBackwardScratch(int64_t dim, int64_t dim_v, int64_t window_keys, int64_t cols, int64_t bias_size, int lanes_)
       : TileScratch<A>(dim, dim_v, window_keys, lanes_), dot(dim_v * lanes_), ds(window_keys * lanes_),
         ep((cols + lanes_ + kMRows) * lanes_), eds((cols + lanes_ + kMRows) * lanes_),
-        ot(std::max(dim, dim_v) * lanes_), bias_lanes(bias_size * lanes_), dk_rows(cols + lanes_ + kMRows),
-        dv_rows(cols + lanes_ + kMRows), lanes(cols + lanes_ + kMRows) {}
+        ot(std::max(dim, dim_v) * lanes_), bias_lanes(bias_size * lanes_), row_values(window_keys),
+        dk_rows(cols + lanes_ + kMRows), dv_rows(cols + lanes_ + kMRows), lanes(cols + lanes_ + kMRows) {}
 
   // drpb[i] += the sum of bias_lanes' row i, which is zeroed for the next (batch, head).
   template <typename V>
@@ -970,10 +988,8 @@ void tile_backward(const Geometry<R>& g, const Shape& s, const LineRows<R>& rows
   for (int64_t r = 0; r < n_rows; ++r) sc.row_values[r] = values + rows.line[r] * Dv * length + tw.base;
   // the next tile's dO and O rows, asked for ahead as tile_place does its query rows (the
   // backward 0-3.5% faster at 56x56, K = 7, 5.6% at 112x112)
-  for (int t = 0; t < L; ++t) {
-    prefetch_row(dout + (row0 + (L + t) * step * H) * Dv, Dv, false);
-    prefetch_row(out + (row0 + (L + t) * step * H) * Dv, Dv, false);
-  }
+  prefetch_rows(dout, row0 + L * step * H, step * H, L, Dv, false);
+  prefetch_rows(out, row0 + L * step * H, step * H, L, Dv, false);
   transpose_to_lanes<V>(dout + row0 * Dv, step * H * Dv, sc.dot.data(), Dv);
   transpose_to_lanes<V>(out + row0 * Dv, step * H * Dv, sc.ot.data(), Dv);
   V delta{}, top;
@@ -1111,14 +1127,8 @@ void fused_forward(const Geometry<R>& g, const Shape& s, const A* q, const A* k,
       for (int64_t p = x0; p < end; ++p) {
         const int64_t p0 = tiles.start[p];
         if (p0 >= x0 && p0 + tiles.width[p] <= end) {  // the tile that covers p (from p0 <= p: done again)
-          with_tile_vec<A>(tiles.width[p], [&](auto vec) {
-            using V = decltype(vec);
-            const TileWindow<V> tw(tiles, p0);
-            if (tw.shifted)
-              tile_forward<R, true, A, V>(g, s, rows, tiles, tw, b, h, line, p0, q, keys, v, bias, out, lse,
-                                             scale, tile_scratch);
-            else
-              tile_forward<R, false, A, V>(g, s, rows, tiles, tw, b, h, line, p0, q, keys, v, bias, out, lse,
+          with_tile<A>(tiles, p0, tiles.width[p], [&](const auto& tw, auto shifted) {
+            tile_forward<R, shifted.value, A>(g, s, rows, tiles, tw, b, h, line, p0, q, keys, v, bias, out, lse,
                                               scale, tile_scratch);
           });
           p = p0 + tiles.width[p] - 1;
@@ -1212,15 +1222,9 @@ void fused_backward(const Geometry<R>& g, const Shape& s, const A* q, const A* k
           if (p0 >= 0) {  // the tile that covers p (from p0 <= p: its lanes before p are done)
             const int skip = static_cast<int>(p - p0);
             A* drpb_head = drpb ? drpb + bh * g.bias_size : nullptr;
-            with_tile_vec<A>(tiles.width[p], [&](auto vec) {
-              using V = decltype(vec);
-              const TileWindow<V> tw(tiles, p0);
-              if (tw.shifted)
-                tile_backward<R, true, A, V>(g, s, rows, tiles, tw, b, h, line, p0, skip, q, keys, values, bias,
-                                                out, dout, lse, dq, dk, dv, drpb_head, scale, tile_scratch);
-              else
-                tile_backward<R, false, A, V>(g, s, rows, tiles, tw, b, h, line, p0, skip, q, keys, values, bias,
-                                                 out, dout, lse, dq, dk, dv, drpb_head, scale, tile_scratch);
+            with_tile<A>(tiles, p0, tiles.width[p], [&](const auto& tw, auto shifted) {
+              tile_backward<R, shifted.value, A>(g, s, rows, tiles, tw, b, h, line, p0, skip, q, keys, values,
+                                                 bias, out, dout, lse, dq, dk, dv, drpb_head, scale, tile_scratch);
             });
             p = p0 + tiles.width[p] - 1;
             continue;
